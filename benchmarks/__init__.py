@@ -1,0 +1,1 @@
+"""fastmix benchmarks and the reference-structure implementations they compare against."""

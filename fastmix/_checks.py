@@ -1,0 +1,79 @@
+"""Input validation shared by every operator: clear errors instead of silent corruption."""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_images(images: torch.Tensor, *, name: str = "images", allow_uint8: bool = True) -> None:
+    """Images must be a non-empty NCHW tensor of a float dtype (or uint8 where allowed)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4:
+        raise ValueError(f"{name} must be a 4-D NCHW tensor [B, C, H, W], got shape {tuple(images.shape)}")
+    allowed = FLOAT_DTYPES + ((torch.uint8,) if allow_uint8 else ())
+    if images.dtype not in allowed:
+        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+        raise TypeError(f"{name} must have dtype in ({names}), got {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (B == 0): there is nothing to mix")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"{name} has an empty spatial size {tuple(images.shape[2:])}")
+
+
+def check_same_device(reference: torch.Tensor, **tensors: torch.Tensor | None) -> None:
+    for key, t in tensors.items():
+        if t is not None and t.device != reference.device:
+            raise ValueError(f"{key} is on {t.device} but the images are on {reference.device}")
+
+
+def check_perm(perm: torch.Tensor, batch: int) -> torch.Tensor:
+    """A pairing must be an int64 vector of indices into the batch (repeats are allowed)."""
+    if not isinstance(perm, torch.Tensor):
+        perm = torch.as_tensor(perm)
+    if perm.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"perm must be an integer tensor, got {perm.dtype}")
+    if perm.shape != (batch,):
+        raise ValueError(f"perm must have shape [{batch}] (one partner per sample), got {tuple(perm.shape)}")
+    if batch and (int(perm.min()) < 0 or int(perm.max()) >= batch):
+        raise ValueError(f"perm holds indices outside [0, {batch})")
+    return perm.long()
+
+
+def check_lam(lam, batch: int, *, name: str = "lam") -> torch.Tensor:
+    """Mixing weights: a scalar or a [B] vector of values in [0, 1]; returned as float32 [B]."""
+    lam_t = torch.as_tensor(lam, dtype=torch.float32)
+    if lam_t.dim() == 0:
+        lam_t = lam_t.expand(batch).clone()
+    if lam_t.shape != (batch,):
+        raise ValueError(f"{name} must be a scalar or have shape [{batch}], got {tuple(lam_t.shape)}")
+    if not bool(torch.isfinite(lam_t).all()):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if bool((lam_t < 0).any()) or bool((lam_t > 1).any()):
+        raise ValueError(f"{name} must lie in [0, 1]")
+    return lam_t
+
+
+def check_boxes(boxes: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
+    """Boxes are int64 [B, 4] rows of (y1, y2, x1, x2), half-open, inside the image."""
+    boxes = torch.as_tensor(boxes)
+    if boxes.dtype.is_floating_point or boxes.dtype == torch.bool:
+        raise TypeError(f"boxes must be an integer tensor of (y1, y2, x1, x2), got {boxes.dtype}")
+    if boxes.dim() == 1:
+        boxes = boxes.expand(batch, 4)
+    if boxes.shape != (batch, 4):
+        raise ValueError(f"boxes must have shape [4] or [{batch}, 4] as (y1, y2, x1, x2), got {tuple(boxes.shape)}")
+    boxes = boxes.long()
+    y1, y2, x1, x2 = boxes.cpu().unbind(1)
+    if bool((y1 < 0).any() | (x1 < 0).any() | (y2 > height).any() | (x2 > width).any()):
+        raise ValueError(f"boxes must lie inside the {height}x{width} image")
+    if bool((y2 < y1).any() | (x2 < x1).any()):
+        raise ValueError("boxes must have y1 <= y2 and x1 <= x2")
+    return boxes.contiguous()
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")

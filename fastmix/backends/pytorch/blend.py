@@ -1,0 +1,59 @@
+"""Deterministic mixing kernels (PyTorch path): Mixup blend, box paste and box fill.
+
+All take injected parameters (perm, lam, boxes) and return a new tensor with the input's dtype
+and memory format. Arithmetic happens in float32 (float64 for float64 input); uint8 results are
+rounded half-to-even and saturated.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def to_output(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Cast back to `like`'s dtype and memory format (uint8: round and saturate)."""
+    if like.dtype == torch.uint8:
+        values = values.round().clamp_(0, 255)
+    out = torch.empty_like(like)
+    out.copy_(values)
+    return out
+
+
+def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """lam[i] * x[i] + (1 - lam[i]) * x[perm[i]] for float32 lam [B]."""
+    ct = compute_dtype(images.dtype)
+    x = images.to(ct)
+    weight = lam.to(device=images.device, dtype=ct).view(-1, 1, 1, 1)
+    return to_output(weight * x + (1.0 - weight) * x[perm.to(images.device)], images)
+
+
+def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """bool [B, 1, H, W]: True inside each sample's half-open box (y1, y2, x1, x2)."""
+    rows = torch.arange(height, device=boxes.device)
+    cols = torch.arange(width, device=boxes.device)
+    y1, y2, x1, x2 = (v.view(-1, 1) for v in boxes.unbind(1))
+    in_rows = (rows >= y1) & (rows < y2)
+    in_cols = (cols >= x1) & (cols < x2)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
+
+
+def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Inside sample i's box, copy the pixels of sample perm[i]; elsewhere keep sample i."""
+    inside = box_mask(boxes.to(images.device), images.shape[2], images.shape[3])
+    return to_output(torch.where(inside, images[perm.to(images.device)], images), images)
+
+
+def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float) -> torch.Tensor:
+    """Inside sample i's box, write `value` (CutOut)."""
+    inside = box_mask(boxes.to(images.device), images.shape[2], images.shape[3])
+    fill = torch.tensor(value, dtype=images.dtype, device=images.device)
+    return to_output(torch.where(inside, fill, images), images)
+
+
+def box_area_lam(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """float32 [B]: the fraction of each image outside its box (the weight of its own label)."""
+    area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
+    return (1.0 - area.double() / (height * width)).float()

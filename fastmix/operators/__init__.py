@@ -1,0 +1,1 @@
+"""Public operators: each draws its random parameters once, then calls deterministic kernels."""

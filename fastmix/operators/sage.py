@@ -1,0 +1,159 @@
+"""SAGE: saliency-guided mixup with optimal rearrangements (Ma et al., BMVC 2022).
+
+Spec: algorithms.md section 1. The partner's saliency is shifted over the sample's; the shift
+that keeps the most total saliency under the soft mask M = G1 / max(G1 + shift(G2), 1e-16) is
+chosen, and x' = M * x + (1 - M) * shift(x[perm]).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import dispatch, params
+from .._checks import check_images
+from ..backends.pytorch import sage as torch_sage
+from ..backends.pytorch.blend import compute_dtype
+from ..backends.pytorch.gaussian import gaussian_smooth
+from ..result import MixResult
+from ._common import check_labels, resolve_perm
+
+SEARCHES = ("random", "exhaustive")
+
+
+def prepare_saliency(images: torch.Tensor, grad, saliency) -> torch.Tensor:
+    """[B, H, W] non-negative saliency from exactly one of `grad` [B,C,H,W] or `saliency`."""
+    batch, _, height, width = images.shape
+    if (grad is None) == (saliency is None):
+        raise ValueError("pass exactly one of grad= (dL/dx, [B, C, H, W]) or saliency= ([B, H, W] or [B, 1, H, W])")
+    if grad is not None:
+        grad = torch.as_tensor(grad)
+        if grad.dim() != 4 or grad.shape[0] != batch or grad.shape[2:] != images.shape[2:]:
+            raise ValueError(f"grad must have shape [{batch}, C, {height}, {width}], got {tuple(grad.shape)}")
+        if not grad.dtype.is_floating_point:
+            raise TypeError(f"grad must be a float tensor, got {grad.dtype}")
+        maps = torch_sage.saliency_from_grad(grad)
+    else:
+        maps = torch.as_tensor(saliency)
+        if maps.dim() == 4 and maps.shape[1] == 1:
+            maps = maps[:, 0]
+        if maps.shape != (batch, height, width):
+            raise ValueError(f"saliency must have shape [{batch}, {height}, {width}] or "
+                             f"[{batch}, 1, {height}, {width}], got {tuple(maps.shape)}")
+        if not maps.dtype.is_floating_point:
+            raise TypeError(f"saliency must be a float tensor, got {maps.dtype}")
+        maps = maps.detach().to(compute_dtype(maps.dtype))
+    if maps.device != images.device:
+        raise ValueError(f"saliency/grad is on {maps.device} but the images are on {images.device}")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("saliency holds NaN or infinite values (check the loss and the gradient, "
+                         "e.g. fp16 overflow under AMP)")
+    if bool((maps < 0).any()):
+        raise ValueError("saliency must be non-negative")
+    return maps
+
+
+def fill_zero_maps(maps: torch.Tensor) -> torch.Tensor:
+    """An all-zero map carries no information: treat it as uniform (the reference divides by 0)."""
+    empty = maps.sum(dim=(1, 2)) <= 0
+    return torch.where(empty[:, None, None], torch.ones_like(maps), maps)
+
+
+def resolve_mass(mass, alpha: float, upper_lambda: float, batch: int, per_sample: bool, generator) -> torch.Tensor:
+    """Saliency mass a of each sample (its partner gets 1 - a): float32 [B]."""
+    if mass is not None:
+        mass_t = torch.as_tensor(mass, dtype=torch.float32).cpu()
+        if mass_t.dim() == 0:
+            mass_t = mass_t.expand(batch).clone()
+        if mass_t.shape != (batch,):
+            raise ValueError(f"mass must be a float or have shape [{batch}], got {tuple(mass_t.shape)}")
+        if not bool(torch.isfinite(mass_t).all()) or bool((mass_t < 0).any() | (mass_t > 1).any()):
+            raise ValueError("mass must lie in [0, 1]")
+        return mass_t
+    if not 0 <= upper_lambda <= 1:
+        raise ValueError(f"upper_lambda must be in [0, 1], got {upper_lambda}")
+    if alpha is None or alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if alpha == 0:  # the reference uses a = 0.5 when mixing is "off"
+        draws = torch.full((batch if per_sample else 1,), 0.5)
+    else:
+        draws = params.beta(alpha, batch if per_sample else 1, generator)
+    return (draws * upper_lambda).expand(batch).clone()
+
+
+def resolve_shifts(shifts, search: str, rand_pos: float, per_sample_shifts: bool,
+                   batch: int, height: int, width: int, generator) -> torch.Tensor:
+    """Candidate shifts: int64 [K, 2] shared by the batch or [B, K, 2] per sample, as (dy, dx)."""
+    if shifts is not None:
+        shifts_t = torch.as_tensor(shifts).cpu()
+        if shifts_t.dtype.is_floating_point or shifts_t.dtype == torch.bool:
+            raise TypeError(f"shifts must be an integer tensor of (dy, dx), got {shifts_t.dtype}")
+        if shifts_t.dim() not in (2, 3) or shifts_t.shape[-1] != 2 or shifts_t.shape[-2] == 0 \
+                or (shifts_t.dim() == 3 and shifts_t.shape[0] != batch):
+            raise ValueError(f"shifts must have shape [K, 2] or [{batch}, K, 2] with K >= 1, got {tuple(shifts_t.shape)}")
+        dy, dx = shifts_t[..., 0], shifts_t[..., 1]
+        if bool((dy.abs() >= height).any() | (dx.abs() >= width).any()):
+            raise ValueError(f"shifts must satisfy |dy| < {height} and |dx| < {width}")
+        return shifts_t.long()
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    if search == "exhaustive":
+        return torch_sage.all_shifts(height, width)
+    population = (2 * height - 1) * (2 * width - 1)
+    count = int(population * rand_pos)
+    if not 0 < rand_pos <= 1 or count < 1:
+        raise ValueError(f"rand_pos={rand_pos} gives K = int({population} * rand_pos) = {count} candidate "
+                         f"shifts for {height}x{width} images; it must be in (0, 1] and give K >= 1")
+    flat = params.choose_without_replacement(population, count, generator,
+                                             rows=batch if per_sample_shifts else None)
+    return torch_sage.flat_to_shifts(flat, height, width)
+
+
+def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, saliency=None,
+             alpha: float = 1.0, upper_lambda: float = 1.0, rand_pos: float = 0.01,
+             kernel_size: int = 5, sigma: float = 1.0, perm=None, mass=None, shifts=None,
+             search: str = "random", per_sample_shifts: bool = False, per_sample_mass: bool = False,
+             generator: torch.Generator | None = None, backend: str = "auto",
+             chunk_elements: int = torch_sage.DEFAULT_CHUNK_ELEMENTS) -> MixResult:
+    """Mix each sample with a shifted partner so that the most saliency survives.
+
+    x: [B, C, H, W] float images (normalised; the shift fills with 0, the mean colour).
+    grad: dL/dx [B, C, H, W] (saliency = mean over channels of |grad|), or saliency [B, H, W] /
+    [B, 1, H, W]: exactly one of them. The saliency is smoothed with a kernel_size x kernel_size,
+    sigma Gaussian with reflect padding (kernel_size=1: no smoothing), and normalised so that the
+    sample's map has mass a and its partner's 1 - a, with a = Beta(alpha, alpha) * upper_lambda
+    (alpha = 0: a = 0.5 * upper_lambda), one per batch as in the reference or one per sample with
+    `per_sample_mass`. `mass` injects a (float or [B]).
+
+    Candidate shifts (dy, dx) move the partner's content by dy rows and dx columns. By default
+    (`search="random"`) K = int(P_h * P_w * rand_pos) of the P_h * P_w = (2H-1)(2W-1) shifts are
+    drawn without replacement as reference flat indices k (dy = k % P_h + 1 - H,
+    dx = k // P_h + 1 - W), shared by the batch, or per sample with `per_sample_shifts`.
+    `search="exhaustive"` scores every shift. `shifts` injects [K, 2] or [B, K, 2] candidates.
+    The first maximum wins ties.
+
+    An all-zero saliency map is treated as uniform; NaN, infinite or negative saliency raises.
+    Returns a MixResult with images, lam = mean(M), perm, shifts (the chosen (dy, dx) per
+    sample), mask M [B, 1, H, W], and extras: mass, candidates, scores, best_index.
+    The result is differentiable with respect to x (sample and partner); saliency is not.
+    """
+    check_images(x, name="x", allow_uint8=False)
+    batch, _, height, width = x.shape
+    labels = check_labels(y, batch)
+    maps = fill_zero_maps(prepare_saliency(x, grad, saliency))
+    smoothed = gaussian_smooth(maps, kernel_size, sigma)
+    perm_t = resolve_perm(perm, batch, generator)
+    mass_t = resolve_mass(mass, alpha, upper_lambda, batch, per_sample_mass, generator)
+    candidates = resolve_shifts(shifts, search, rand_pos, per_sample_shifts, batch, height, width, generator)
+
+    device = x.device
+    perm_d, candidates_d = perm_t.to(device), candidates.to(device)
+    g1, g2 = torch_sage.normalize_masses(smoothed, perm_d, mass_t.to(device))
+    scores = dispatch.sage_scores(g1, g2, candidates_d, backend=backend, chunk_elements=chunk_elements)
+    best_index = scores.argmax(dim=1)
+    if candidates_d.dim() == 2:
+        best_shifts = candidates_d[best_index]
+    else:
+        best_shifts = candidates_d[torch.arange(batch, device=device), best_index]
+    mixed, mask, lam = dispatch.sage_mask_and_blend(x, perm_d, g1, g2, best_shifts, backend=backend)
+    return MixResult(images=mixed, lam=lam.float(), perm=perm_d, shifts=best_shifts, mask=mask[:, None].float(),
+                     labels=labels, extras={"mass": mass_t.to(device), "candidates": candidates_d,
+                                            "scores": scores, "best_index": best_index})
