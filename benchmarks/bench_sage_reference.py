@@ -11,6 +11,7 @@ ratio.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import platform
 import statistics
@@ -75,7 +76,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     rows = [run_case(*case, args.repeats, device) for case in CASES]
     print(f"device: {meta['device']} ({device.type}), torch {meta['torch']}, {meta['threads']} threads")
     print("| batch | shape | K | reference (ms) | fastmix pytorch (ms) | speedup | same shifts | max image diff |")

@@ -34,28 +34,47 @@ class _BatchMix(torch.nn.Module):
         return result.images, result.targets(labels, self.num_classes, self.label_smoothing)
 
 
-class MixUp(_BatchMix):
+class _AlphaMix(_BatchMix):
+    """A transform around one operator that draws lam ~ Beta(alpha, alpha)."""
+
+    operator = None
+
+    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs):
+        super().__init__(num_classes, **kwargs)
+        self.alpha = alpha
+
+    def operator_kwargs(self) -> dict:
+        return {}
+
+    def forward(self, images, labels):
+        result = type(self).operator(images, alpha=self.alpha, per_sample=self.per_sample,
+                                     generator=self.generator, **self.operator_kwargs())
+        return self._finish(result, labels)
+
+
+class MixUp(_AlphaMix):
     """Mixup with lam ~ Beta(alpha, alpha), per batch or per sample."""
 
-    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs):
-        super().__init__(num_classes, **kwargs)
-        self.alpha = alpha
-
-    def forward(self, images, labels):
-        return self._finish(mixup(images, alpha=self.alpha, per_sample=self.per_sample,
-                                  generator=self.generator), labels)
+    operator = staticmethod(mixup)
 
 
-class CutMix(_BatchMix):
+class CutMix(_AlphaMix):
     """CutMix with the official box geometry and area-corrected lam."""
 
-    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs):
-        super().__init__(num_classes, **kwargs)
-        self.alpha = alpha
+    operator = staticmethod(cutmix)
 
-    def forward(self, images, labels):
-        return self._finish(cutmix(images, alpha=self.alpha, per_sample=self.per_sample,
-                                   generator=self.generator), labels)
+
+class SaliencyMix(_AlphaMix):
+    """SaliencyMix: the partner's most salient box, pasted at the same place."""
+
+    operator = staticmethod(saliencymix)
+
+    def __init__(self, num_classes: int, alpha: float = 1.0, value_range=(0.0, 1.0), **kwargs):
+        super().__init__(num_classes, alpha, **kwargs)
+        self.value_range = value_range
+
+    def operator_kwargs(self) -> dict:
+        return {"value_range": self.value_range}
 
 
 class CutOut(_BatchMix):
@@ -69,18 +88,6 @@ class CutOut(_BatchMix):
     def forward(self, images, labels):
         return self._finish(cutout(images, length=self.length, value=self.value,
                                    per_sample=self.per_sample, generator=self.generator), labels)
-
-
-class SaliencyMix(_BatchMix):
-    """SaliencyMix: the partner's most salient box, pasted at the same place."""
-
-    def __init__(self, num_classes: int, alpha: float = 1.0, value_range=(0.0, 1.0), **kwargs):
-        super().__init__(num_classes, **kwargs)
-        self.alpha, self.value_range = alpha, value_range
-
-    def forward(self, images, labels):
-        return self._finish(saliencymix(images, alpha=self.alpha, per_sample=self.per_sample,
-                                        value_range=self.value_range, generator=self.generator), labels)
 
 
 class SageMix(_BatchMix):
