@@ -1,45 +1,55 @@
-"""Routes each deterministic step to a backend.
+"""Routes each deterministic step to a backend through the fastmix custom ops.
 
-`backend="auto"` picks the fastest backend available for the tensor's device; "pytorch" forces
-the plain PyTorch path (the oracle). GPU backends register themselves here.
+The operators draw their random parameters (on the CPU) and call these functions, which move
+the parameters to the images' device and call the `fastmix::*` ops (fastmix/ops). `backend`:
+"auto" runs the Triton kernels on CUDA tensors and the PyTorch path on CPU tensors; "pytorch"
+or "triton" force one (Triton on CPU tensors needs TRITON_INTERPRET=1, which is how CI tests the
+kernels). Saliency inputs are detached: SAGE's search is not differentiable, its mix is.
 """
 from __future__ import annotations
 
 import torch
 
-from .backends.pytorch import blend as torch_blend
+from . import ops
 from .backends.pytorch import sage as torch_sage
 
-BACKENDS = ("auto", "pytorch")
+BACKENDS = ops.BACKENDS
+resolve = ops.resolve
 
 
-def resolve(backend: str, tensor: torch.Tensor) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return "pytorch"
+def mixup_blend(images, perm, lam, *, out_dtype=None, backend="auto"):
+    device = images.device
+    return ops.mixup_blend(images, perm.to(device), lam.to(device), out_dtype, backend)
 
 
-def mixup_blend(images, perm, lam, *, backend="auto"):
-    resolve(backend, images)
-    return torch_blend.mixup_blend(images, perm, lam)
+def box_paste(images, perm, boxes, *, out_dtype=None, backend="auto"):
+    device = images.device
+    return ops.box_paste(images, perm.to(device), boxes.to(device), out_dtype, backend)
 
 
-def box_paste(images, perm, boxes, *, backend="auto"):
-    resolve(backend, images)
-    return torch_blend.box_paste(images, perm, boxes)
+def box_fill(images, boxes, value, *, out_dtype=None, backend="auto"):
+    return ops.box_fill(images, boxes.to(images.device), float(value), out_dtype, backend)
 
 
-def box_fill(images, boxes, value, *, backend="auto"):
-    resolve(backend, images)
-    return torch_blend.box_fill(images, boxes, value)
+def sage_saliency(grad, perm, mass, kernel_size=5, sigma=1.0, *, backend="auto"):
+    """(G1, G2) [B, H, W] from grad [B, C, H, W] or a non-negative saliency map [B, 1, H, W]."""
+    device = grad.device
+    return ops.sage_saliency(grad.detach(), perm.to(device), mass.to(device), kernel_size, sigma, backend)
 
 
 def sage_scores(g1, g2, shifts, *, backend="auto", chunk_elements=torch_sage.DEFAULT_CHUNK_ELEMENTS):
-    resolve(backend, g1)
-    return torch_sage.shift_scores(g1, g2, shifts, chunk_elements)
+    """(scores [B, K], best_index [B]) for shared [K, 2] or per-sample [B, K, 2] candidates."""
+    return ops.sage_scores(g1.detach(), g2.detach(), shifts.to(g1.device), chunk_elements, backend)
+
+
+def sage_coarse_to_fine(g1, g2, *, backend="auto", chunk_elements=torch_sage.DEFAULT_CHUNK_ELEMENTS):
+    """(candidates, scores, best_index) of the coarse-to-fine search, scored on `backend`."""
+    def score(maps1, maps2, shifts):
+        return ops.sage_scores(maps1, maps2, shifts, chunk_elements, backend)[0]
+    return torch_sage.coarse_to_fine(g1.detach(), g2.detach(), score)
 
 
 def sage_mask_and_blend(images, perm, g1, g2, best_shifts, *, backend="auto"):
-    resolve(backend, images)
-    mask, lam = torch_sage.sage_mask(g1, g2, best_shifts)
-    return torch_sage.sage_blend(images, perm, mask, best_shifts), mask, lam
+    """(mixed, mask M [B, H, W], lam [B]); differentiable with respect to `images`."""
+    device = images.device
+    return ops.sage_mask_blend(images, perm.to(device), g1.detach(), g2.detach(), best_shifts.to(device), backend)

@@ -11,50 +11,39 @@ import torch
 from .. import dispatch, params
 from .._checks import check_images
 from ..backends.pytorch import sage as torch_sage
-from ..backends.pytorch.blend import compute_dtype
-from ..backends.pytorch.gaussian import gaussian_smooth
 from ..result import MixResult
 from ._common import check_labels, resolve_perm
 
-SEARCHES = ("random", "exhaustive")
+SEARCHES = ("random", "exhaustive", "coarse_to_fine")
 
 
-def prepare_saliency(images: torch.Tensor, grad, saliency) -> torch.Tensor:
-    """[B, H, W] non-negative saliency from exactly one of `grad` [B,C,H,W] or `saliency`."""
+def saliency_source(images: torch.Tensor, grad, saliency) -> torch.Tensor:
+    """Exactly one of `grad` [B, C, H, W] or `saliency` ([B, H, W] or [B, 1, H, W]), checked and
+    detached, as [B, C, H, W] (C = 1 for saliency): the input of the saliency prep, whose
+    s = mean over channels of |.| is the saliency itself for a non-negative map."""
     batch, _, height, width = images.shape
     if (grad is None) == (saliency is None):
         raise ValueError("pass exactly one of grad= (dL/dx, [B, C, H, W]) or saliency= ([B, H, W] or [B, 1, H, W])")
     if grad is not None:
-        grad = torch.as_tensor(grad)
-        if grad.dim() != 4 or grad.shape[0] != batch or grad.shape[2:] != images.shape[2:]:
-            raise ValueError(f"grad must have shape [{batch}, C, {height}, {width}], got {tuple(grad.shape)}")
-        if not grad.dtype.is_floating_point:
-            raise TypeError(f"grad must be a float tensor, got {grad.dtype}")
-        maps = torch_sage.saliency_from_grad(grad)
+        source = torch.as_tensor(grad)
+        if source.dim() != 4 or source.shape[0] != batch or source.shape[2:] != images.shape[2:]:
+            raise ValueError(f"grad must have shape [{batch}, C, {height}, {width}], got {tuple(source.shape)}")
+        if not source.dtype.is_floating_point:
+            raise TypeError(f"grad must be a float tensor, got {source.dtype}")
     else:
-        maps = torch.as_tensor(saliency)
-        if maps.dim() == 4 and maps.shape[1] == 1:
-            maps = maps[:, 0]
-        if maps.shape != (batch, height, width):
+        source = torch.as_tensor(saliency)
+        if source.dim() == 3:
+            source = source[:, None]
+        if source.shape != (batch, 1, height, width):
             raise ValueError(f"saliency must have shape [{batch}, {height}, {width}] or "
-                             f"[{batch}, 1, {height}, {width}], got {tuple(maps.shape)}")
-        if not maps.dtype.is_floating_point:
-            raise TypeError(f"saliency must be a float tensor, got {maps.dtype}")
-        maps = maps.detach().to(compute_dtype(maps.dtype))
-    if maps.device != images.device:
-        raise ValueError(f"saliency/grad is on {maps.device} but the images are on {images.device}")
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("saliency holds NaN or infinite values (check the loss and the gradient, "
-                         "e.g. fp16 overflow under AMP)")
-    if bool((maps < 0).any()):
-        raise ValueError("saliency must be non-negative")
-    return maps
-
-
-def fill_zero_maps(maps: torch.Tensor) -> torch.Tensor:
-    """An all-zero map carries no information: treat it as uniform (the reference divides by 0)."""
-    empty = maps.sum(dim=(1, 2)) <= 0
-    return torch.where(empty[:, None, None], torch.ones_like(maps), maps)
+                             f"[{batch}, 1, {height}, {width}], got {tuple(source.shape)}")
+        if not source.dtype.is_floating_point:
+            raise TypeError(f"saliency must be a float tensor, got {source.dtype}")
+        if bool((source < 0).any()):
+            raise ValueError("saliency must be non-negative")
+    if source.device != images.device:
+        raise ValueError(f"saliency/grad is on {source.device} but the images are on {images.device}")
+    return source.detach()
 
 
 def resolve_mass(mass, alpha: float, upper_lambda: float, batch: int, per_sample: bool, generator) -> torch.Tensor:
@@ -81,7 +70,8 @@ def resolve_mass(mass, alpha: float, upper_lambda: float, batch: int, per_sample
 
 def resolve_shifts(shifts, search: str, rand_pos: float, per_sample_shifts: bool,
                    batch: int, height: int, width: int, generator) -> torch.Tensor:
-    """Candidate shifts: int64 [K, 2] shared by the batch or [B, K, 2] per sample, as (dy, dx)."""
+    """Candidate shifts: int64 [K, 2] shared by the batch or [B, K, 2] per sample, as (dy, dx);
+    None for the coarse-to-fine search, which picks its own."""
     if shifts is not None:
         shifts_t = torch.as_tensor(shifts).cpu()
         if shifts_t.dtype.is_floating_point or shifts_t.dtype == torch.bool:
@@ -97,6 +87,8 @@ def resolve_shifts(shifts, search: str, rand_pos: float, per_sample_shifts: bool
         raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
     if search == "exhaustive":
         return torch_sage.all_shifts(height, width)
+    if search == "coarse_to_fine":
+        return None  # the candidates come out of the search itself
     population = (2 * height - 1) * (2 * width - 1)
     count = int(population * rand_pos)
     if not 0 < rand_pos <= 1 or count < 1:
@@ -127,8 +119,10 @@ def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, salie
     (`search="random"`) K = int(P_h * P_w * rand_pos) of the P_h * P_w = (2H-1)(2W-1) shifts are
     drawn without replacement as reference flat indices k (dy = k % P_h + 1 - H,
     dx = k // P_h + 1 - W), shared by the batch, or per sample with `per_sample_shifts`.
-    `search="exhaustive"` scores every shift. `shifts` injects [K, 2] or [B, K, 2] candidates.
-    The first maximum wins ties.
+    `search="exhaustive"` scores every shift. `search="coarse_to_fine"` (for large images) scores
+    every shift of the maps sum-pooled to at most 32 px a side, then the full-resolution shifts
+    around each sample's 4 best coarse ones (per-sample candidates; exhaustive on images of at most
+    32 px a side). `shifts` injects [K, 2] or [B, K, 2] candidates. The first maximum wins ties.
 
     An all-zero saliency map is treated as uniform; NaN, infinite or negative saliency raises.
     Returns a MixResult with images, lam = mean(M), perm, shifts (the chosen (dy, dx) per
@@ -138,17 +132,24 @@ def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, salie
     check_images(x, name="x", allow_uint8=False)
     batch, _, height, width = x.shape
     labels = check_labels(y, batch)
-    maps = fill_zero_maps(prepare_saliency(x, grad, saliency))
-    smoothed = gaussian_smooth(maps, kernel_size, sigma)
+    source = saliency_source(x, grad, saliency)
     perm_t = resolve_perm(perm, batch, generator)
     mass_t = resolve_mass(mass, alpha, upper_lambda, batch, per_sample_mass, generator)
     candidates = resolve_shifts(shifts, search, rand_pos, per_sample_shifts, batch, height, width, generator)
 
     device = x.device
-    perm_d, candidates_d = perm_t.to(device), candidates.to(device)
-    g1, g2 = torch_sage.normalize_masses(smoothed, perm_d, mass_t.to(device))
-    scores = dispatch.sage_scores(g1, g2, candidates_d, backend=backend, chunk_elements=chunk_elements)
-    best_index = scores.argmax(dim=1)
+    perm_d = perm_t.to(device)
+    g1, g2 = dispatch.sage_saliency(source, perm_d, mass_t, kernel_size, sigma, backend=backend)
+    if not bool(torch.isfinite(g1).all()):
+        raise ValueError("saliency holds NaN or infinite values (check the loss and the gradient, "
+                         "e.g. fp16 overflow under AMP)")
+    if candidates is None:
+        candidates_d, scores, best_index = dispatch.sage_coarse_to_fine(
+            g1, g2, backend=backend, chunk_elements=chunk_elements)
+    else:
+        candidates_d = candidates.to(device)
+        scores, best_index = dispatch.sage_scores(g1, g2, candidates_d, backend=backend,
+                                                  chunk_elements=chunk_elements)
     if candidates_d.dim() == 2:
         best_shifts = candidates_d[best_index]
     else:

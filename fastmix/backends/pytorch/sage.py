@@ -13,6 +13,16 @@ is larger; each chunk allocates three temporaries of that many elements (the gat
 maps, the denominator, the score terms), i.e. at most 3 * 4 * chunk_elements bytes in float32
 (12 MiB at the default 2**20), whatever B and K are. The scores take B * K values and the padded
 partner map 9 * B * H * W.
+
+Coarse-to-fine search (`coarse_to_fine`, for large images): both maps are sum-pooled by
+f = ceil(max(H, W) / COARSE_SIDE) so the coarse frame is at most COARSE_SIDE px a side, every
+coarse shift is scored (the score is homogeneous of degree 1, so pooled masses keep its scale),
+and the COARSE_TOP best coarse shifts per sample, scaled by f, are refined at full resolution
+over the (2f + 1)^2 shifts within f px of each. Work per sample: at most COARSE_SIDE^4 coarse
+pixel terms (the overlaps of all the shifts of an h x w frame add up to h^2 w^2) plus
+COARSE_TOP * (2f + 1)^2 full-resolution candidates, instead of the (2H - 1)(2W - 1) candidates
+(H^2 W^2 pixel terms) of the exhaustive search. It is a heuristic: the best full-
+resolution shift is found when its neighbourhood is among the best coarse ones.
 """
 from __future__ import annotations
 
@@ -20,15 +30,32 @@ import torch
 import torch.nn.functional as F
 
 from .blend import compute_dtype, to_output
+from .gaussian import gaussian_smooth
 
 MASK_EPS = 1e-16
 MASS_EPS = 1e-12
 DEFAULT_CHUNK_ELEMENTS = 2 ** 20
+COARSE_SIDE = 32
+COARSE_TOP = 4
 
 
 def saliency_from_grad(grad: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] input gradient -> [B, H, W] mean over channels of |grad|."""
     return grad.detach().to(compute_dtype(grad.dtype)).abs().mean(dim=1)
+
+
+def fill_zero_maps(maps: torch.Tensor) -> torch.Tensor:
+    """An all-zero map carries no information: treat it as uniform (the reference divides by 0)."""
+    empty = maps.sum(dim=(1, 2)) <= 0
+    return torch.where(empty[:, None, None], torch.ones_like(maps), maps)
+
+
+def saliency_masses(grad: torch.Tensor, perm: torch.Tensor, mass: torch.Tensor,
+                    kernel_size: int, sigma: float):
+    """(G1, G2) [B, H, W] from grad [B, C, H, W] (C = 1: a non-negative saliency map): mean over
+    channels of |grad|, all-zero maps made uniform, Gaussian smoothing, mass normalisation."""
+    maps = fill_zero_maps(saliency_from_grad(grad))
+    return normalize_masses(gaussian_smooth(maps, kernel_size, sigma), perm, mass)
 
 
 def normalize_masses(saliency: torch.Tensor, perm: torch.Tensor, mass: torch.Tensor):
@@ -124,3 +151,51 @@ def sage_blend(images: torch.Tensor, perm: torch.Tensor, mask: torch.Tensor,
     partner = shift_maps(x[perm.to(images.device)], best_shifts)
     weight = mask.to(ct)[:, None]
     return to_output(weight * x + (1.0 - weight) * partner, images)
+
+
+def coarse_factor(height: int, width: int, side: int = COARSE_SIDE) -> int:
+    """Pooling factor that brings the longer side to at most `side` pixels."""
+    return max(1, -(-max(height, width) // side))
+
+
+def sum_pool(maps: torch.Tensor, factor: int) -> torch.Tensor:
+    """[B, H, W] -> [B, ceil(H/f), ceil(W/f)] sums of f x f blocks (zero-padded at the far edges)."""
+    batch, height, width = maps.shape
+    rows, cols = -(-height // factor), -(-width // factor)
+    padded = F.pad(maps, (0, cols * factor - width, 0, rows * factor - height))
+    return padded.view(batch, rows, factor, cols, factor).sum(dim=(2, 4))
+
+
+def shifts_around(centres: torch.Tensor, radius: int, height: int, width: int) -> torch.Tensor:
+    """Per-sample candidates [B, n * (2r+1)^2, 2]: every shift within `radius` of each centre
+    [B, n, 2], clamped to the valid range |dy| < H, |dx| < W (clamping may repeat shifts)."""
+    steps = torch.arange(-radius, radius + 1, device=centres.device)
+    offsets = torch.stack(torch.meshgrid(steps, steps, indexing="ij"), dim=-1).view(-1, 2)
+    shifts = (centres[:, :, None, :] + offsets).reshape(centres.shape[0], -1, 2)
+    limit = torch.tensor([height - 1, width - 1], device=centres.device)
+    return torch.maximum(torch.minimum(shifts, limit), -limit)
+
+
+def coarse_to_fine(g1: torch.Tensor, g2: torch.Tensor, score_fn=None, *, side: int = COARSE_SIDE,
+                   top: int = COARSE_TOP):
+    """Coarse-to-fine shift search (see the module docstring; `side` is COARSE_SIDE, `top` COARSE_TOP).
+
+    score_fn(g1, g2, shifts) -> scores [B, K], for shared [K, 2] or per-sample [B, K, 2]
+    candidates (default: `shift_scores`). Returns (candidates, scores, best_index): the
+    full-resolution candidates ([B, K, 2] per sample; the shared [P_h * P_w, 2] exhaustive set
+    when the frame is already at most `side` px a side), their scores [B, K] and the first
+    maximum per sample.
+    """
+    score_fn = shift_scores if score_fn is None else score_fn
+    _, height, width = g1.shape
+    factor = coarse_factor(height, width, side)
+    if factor == 1:
+        candidates = all_shifts(height, width, device=g1.device)
+    else:
+        coarse_g1, coarse_g2 = sum_pool(g1, factor), sum_pool(g2, factor)
+        coarse = all_shifts(coarse_g1.shape[1], coarse_g1.shape[2], device=g1.device)
+        coarse_scores = score_fn(coarse_g1, coarse_g2, coarse)
+        order = coarse_scores.argsort(dim=1, descending=True, stable=True)[:, :top]
+        candidates = shifts_around(coarse[order] * factor, factor, height, width)
+    scores = score_fn(g1, g2, candidates)
+    return candidates, scores, scores.argmax(dim=1)

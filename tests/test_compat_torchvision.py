@@ -1,0 +1,193 @@
+"""fastmix.compat.torchvision against torchvision.transforms.v2 MixUp / CutMix's documented behaviour.
+
+Expectations are written from torchvision's semantics (one lam per batch, partner images.roll(1, 0),
+CutMix box around a uniform integer centre with half-extents int(0.5*sqrt(1-lam)*size), lam
+corrected to the box area) on injected parameters; the gpu-marked tests compare with the real
+torchvision where it is installed.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastmix
+from fastmix import params as draws
+from fastmix.compat.torchvision import CutMix, MixUp, SageMix
+from helpers import random_images
+
+C = 10
+
+
+def roll_targets(y, lam, num_classes=C):
+    """torchvision's _mixup_label: one_hot(y).roll(1, 0) * (1 - lam) + one_hot(y) * lam."""
+    one_hot = F.one_hot(y, num_classes).float()
+    return one_hot.roll(1, 0) * (1 - lam) + one_hot * lam
+
+
+def test_mixup_blends_with_the_rolled_batch():
+    x, y = random_images(5, 3, 8, 8), torch.tensor([1, 2, 3, 4, 5])
+    before = x.clone()
+    out, targets = MixUp(num_classes=C)(x, y, params={"lam": 0.3})
+    torch.testing.assert_close(out, 0.3 * x + 0.7 * x.roll(1, 0))
+    torch.testing.assert_close(targets, roll_targets(y, 0.3))
+    assert torch.equal(x, before)
+
+
+def test_cutmix_pastes_one_box_of_the_rolled_batch():
+    x, y = random_images(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    out, targets = CutMix(num_classes=C)(x, y, params={"box": (1, 5, 2, 7)})  # (y1, y2, x1, x2)
+    expected = x.clone()
+    expected[..., 1:5, 2:7] = x.roll(1, 0)[..., 1:5, 2:7]
+    assert torch.equal(out, expected)
+    torch.testing.assert_close(targets, roll_targets(y, 1 - 20 / 64))
+
+
+def torchvision_box(lam, height, width, cy, cx):
+    """torchvision's CutMix box, as documented: half-extents int(0.5*sqrt(1-lam)*size), clipped."""
+    r = 0.5 * math.sqrt(1.0 - lam)
+    half_w, half_h = int(r * width), int(r * height)
+    return max(cy - half_h, 0), min(cy + half_h, height), max(cx - half_w, 0), min(cx + half_w, width)
+
+
+def test_box_geometry_is_torchvisions():
+    height, width = 12, 17
+    for lam in np.linspace(0.0, 1.0, 41, dtype=np.float32):
+        for cy, cx in [(0, 0), (5, 8), (11, 16), (3, 0)]:
+            box = draws.box_from_lam(torch.tensor([lam]), height, width, torch.tensor([cy]), torch.tensor([cx]))
+            assert tuple(box[0].tolist()) == torchvision_box(float(lam), height, width, cy, cx)
+
+
+def test_cutmix_lam_distribution_matches_a_simulation_of_torchvision():
+    """E[corrected lam] over Beta(1, 1) lams and uniform centres, by an independent NumPy simulation."""
+    rng = np.random.default_rng(0)
+    height = width = 8
+    lams, cys, cxs = rng.beta(1, 1, 200000), rng.integers(0, height, 200000), rng.integers(0, width, 200000)
+    half = (0.5 * np.sqrt(1 - lams) * height).astype(int)
+    area = (np.minimum(cys + half, height) - np.maximum(cys - half, 0)) * \
+           (np.minimum(cxs + half, width) - np.maximum(cxs - half, 0))
+    expected = float(np.mean(1 - area / (height * width)))
+    cutmix = CutMix(num_classes=C, generator=torch.Generator().manual_seed(0))
+    x = torch.zeros(2, 1, height, width)
+    drawn = [cutmix.make_params(x) for _ in range(3000)]
+    assert abs(np.mean([p["lam"] for p in drawn]) - expected) < 0.012
+    for p in drawn[:50]:
+        y1, y2, x1, x2 = p["box"]
+        assert p["lam"] == 1 - (y2 - y1) * (x2 - x1) / (height * width)
+
+
+def test_mixup_lam_is_beta_alpha_alpha():
+    mixup = MixUp(alpha=0.4, num_classes=C, generator=torch.Generator().manual_seed(0))
+    lams = np.array([mixup.make_params(torch.zeros(2, 1, 2, 2))["lam"] for _ in range(4000)])
+    assert abs(lams.mean() - 0.5) < 0.02 and abs(lams.var() - 1 / (4 * 1.8)) < 0.01
+
+
+def test_sample_structures_and_labels_getter():
+    x, y = random_images(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    transform = MixUp(num_classes=C)
+    sample = {"image": x, "labels": y, "meta": "kept", "ids": [7, 8]}
+    out = transform(sample, params={"lam": 0.5})
+    assert set(out) == set(sample) and out["meta"] == "kept" and out["ids"] == [7, 8]
+    torch.testing.assert_close(out["image"], 0.5 * x + 0.5 * x.roll(1, 0))
+    torch.testing.assert_close(out["labels"], roll_targets(y, 0.5))
+    images, extra = transform((x, {"class_label": y}), params={"lam": 0.5})  # second element: a dict
+    torch.testing.assert_close(extra["class_label"], roll_targets(y, 0.5))
+    custom = CutMix(num_classes=C, labels_getter=lambda s: s["target"])
+    out = custom({"target": y, "pixels": x}, params={"box": (0, 8, 0, 4)})
+    torch.testing.assert_close(out["target"], roll_targets(y, 0.5))
+    assert torch.equal(out["pixels"][..., :4], x.roll(1, 0)[..., :4])
+
+
+def test_label_forms_and_errors():
+    x = random_images(4, 3, 8, 8)
+    probabilities = torch.softmax(torch.randn(4, C), 1)
+    _, targets = MixUp()(x, probabilities, params={"lam": 0.25})  # num_classes may be None for 2-D labels
+    torch.testing.assert_close(targets, 0.25 * probabilities + 0.75 * probabilities.roll(1, 0))
+    with pytest.raises(ValueError, match="num_classes must be passed"):
+        MixUp()(x, torch.arange(4))
+    with pytest.raises(ValueError, match="num_classes"):
+        MixUp(num_classes=3)(x, probabilities)
+    with pytest.raises(ValueError, match="shape"):
+        MixUp(num_classes=C)(x, torch.zeros(4, 2, 2))
+    with pytest.raises(ValueError, match="batch size"):
+        MixUp(num_classes=C)(x, torch.arange(3))
+    with pytest.raises(ValueError, match="alpha"):
+        CutMix(alpha=0.0)
+    with pytest.raises(ValueError, match="labels"):
+        MixUp(num_classes=C)({"image": x})
+
+
+def test_rejects_pil_images():
+    image = pytest.importorskip("PIL.Image").new("RGB", (8, 8))
+    with pytest.raises(ValueError, match="PIL"):
+        CutMix(num_classes=C)((random_images(2, 3, 8, 8), torch.arange(2), image))
+
+
+def test_dtypes_layouts_and_reproducibility():
+    x = random_images(4, 3, 8, 8, dtype=torch.uint8, memory_format=torch.channels_last)
+    out, _ = MixUp(num_classes=C)(x, torch.arange(4), params={"lam": 0.5})  # torchvision raises on uint8
+    assert out.dtype == torch.uint8 and out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, (0.5 * x.float() + 0.5 * x.roll(1, 0).float()).round().to(torch.uint8))
+    class Image(torch.Tensor):  # stands in for torchvision.tv_tensors.Image
+        pass
+
+    wrapped, _ = CutMix(num_classes=C)(x.as_subclass(Image), torch.arange(4), params={"box": (0, 2, 0, 2)})
+    assert type(wrapped) is Image
+    runs = [CutMix(num_classes=C, generator=torch.Generator().manual_seed(s))(x, torch.arange(4)) for s in (3, 3)]
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def small_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, C))
+
+
+def test_sage_mix_transform_uses_the_model_saliency_and_injected_params():
+    x, y = random_images(4, 3, 8, 8), torch.tensor([0, 3, 5, 9])
+    model = small_model()
+    injected = {"perm": torch.tensor([2, 3, 1, 0]), "mass": 0.4, "shifts": torch.tensor([[0, 0], [1, -2], [3, 3]])}
+    out = SageMix(model=model, num_classes=C, upper_lambda=0.6)({"image": x, "label": y}, params=injected)
+    assert all(p.grad is None for p in model.parameters())
+    sal = fastmix.saliency(model, x, y, num_classes=C)
+    expected = fastmix.sage_mix(x, y, saliency=sal.saliency, **injected)
+    torch.testing.assert_close(out["image"], expected.images)
+    torch.testing.assert_close(out["label"], expected.targets(num_classes=C))
+    given = SageMix(num_classes=C)(x, y, saliency=sal.saliency, params=injected)
+    torch.testing.assert_close(given[0], expected.images)
+    with pytest.raises(ValueError, match="model="):
+        SageMix(num_classes=C)(x, y)
+    with pytest.raises(ValueError, match="inject"):
+        SageMix(model=model, num_classes=C)(x, y, params={"lam": 0.5})
+
+
+# ---- against the real torchvision (installed on the GPU test machine) --------------------------
+
+def changed_box(x, out, i):
+    changed = (out[i] != x[i]).any(0)
+    if not bool(changed.any()):
+        return (0, 0, 0, 0)
+    rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+@pytest.mark.gpu
+def test_matches_real_torchvision_mixup_and_cutmix():
+    v2 = pytest.importorskip("torchvision.transforms.v2")
+    batch, device = 6, "cuda"
+    x = random_images(batch, 3, 16, 12, seed=3).to(device)
+    y = torch.arange(batch, device=device)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        theirs, their_targets = v2.MixUp(num_classes=batch)(x, y)
+        lam = float(their_targets[0, 0])  # sample 0's weight for its own class 0
+        ours, our_targets = MixUp(num_classes=batch)(x, y, params={"lam": lam})
+        torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(our_targets, their_targets)
+
+        torch.manual_seed(seed)
+        theirs, their_targets = v2.CutMix(num_classes=batch)(x, y)
+        ours, our_targets = CutMix(num_classes=batch)(x, y, params={"box": changed_box(x, theirs, 0)})
+        assert torch.equal(ours, theirs)
+        torch.testing.assert_close(our_targets, their_targets)
