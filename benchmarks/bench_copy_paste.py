@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import time
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch
 from fastmix.copy_paste import InstanceBatch, copy_paste, draw_copy_paste_params
 
 from .reference_copy_paste import reference_copy_paste
+from .timing import timed_runs
 
 
 def synthetic_batch(batch: int, size: int, instances: int, seed: int = 0) -> InstanceBatch:
@@ -52,18 +52,6 @@ def _to(batch: InstanceBatch, device: torch.device) -> InstanceBatch:
                          batch.labels.to(device), batch.counts, batch.image_sizes)
 
 
-def _timed(fn, repeats: int, device: torch.device):
-    times = []
-    for _ in range(repeats + 1):  # the first run warms up allocators, kernel compilation and caches
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return out, times[1:]
-
 
 def _compare(result, reference) -> dict:
     same = all(np.array_equal(m.cpu().numpy(), r["masks"]) and np.array_equal(b.cpu().numpy(), r["boxes"])
@@ -81,7 +69,7 @@ def run(batch_size: int, size: int, instances: int, repeats: int, devices: list[
     images, masks, _, labels = batch.to_lists()
     samples = [{"image": im.permute(1, 2, 0).numpy(), "masks": m.numpy(), "labels": lab.numpy()}
                for im, m, lab in zip(images, masks, labels)]
-    reference, ref_times = _timed(lambda: reference_copy_paste(samples, params, (size, size)), repeats,
+    reference, ref_times = timed_runs(lambda: reference_copy_paste(samples, params, (size, size)), repeats,
                                   torch.device("cpu"))
     ref_median = statistics.median(ref_times)
     rows = [{"implementation": "reference (NumPy, per image)", "device": "cpu", "median_s": ref_median,
@@ -93,7 +81,7 @@ def run(batch_size: int, size: int, instances: int, repeats: int, devices: list[
         on_device = _to(batch, device)
         backends = ["cupy", "pytorch"] if device.type == "cuda" else ["pytorch"]
         for backend in backends:
-            result, times = _timed(lambda: copy_paste(on_device, params=params, backend=backend), repeats, device)
+            result, times = timed_runs(lambda: copy_paste(on_device, params=params, backend=backend), repeats, device)
             median = statistics.median(times)
             rows.append({"implementation": f"fastmix ({backend})", "device": name, "median_s": median,
                          "times_s": times, "speedup_vs_reference": ref_median / median, **_compare(result, reference)})

@@ -111,7 +111,7 @@ def overlap_terms(height: int, width: int, shifts: torch.Tensor) -> int:
 
 def rows_for_size(size: ClassificationSize, sets: list[dict], device, settings: Settings,
                   backends: list[str]) -> list[dict]:
-    batch, channels, side = size.batch, size.channels, size.side
+    batch, side = size.batch, size.side
     pixels = batch * side * side
     map_bytes = 4 * pixels
     rows = []

@@ -15,7 +15,6 @@ import datetime
 import json
 import platform
 import statistics
-import time
 
 import torch
 
@@ -23,24 +22,13 @@ import fastmix
 from fastmix.backends.pytorch.sage import flat_to_shifts
 
 from .reference_sage import reference_sage
+from .timing import timed_runs
 
 CASES = [  # (batch, channels, side, rand_pos)
     (100, 3, 32, 0.01),
     (32, 3, 64, 0.01),
 ]
 
-
-def _timed(fn, repeats: int, device: torch.device):
-    times = []
-    for _ in range(repeats + 1):  # the first run warms up allocators and kernels
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return out, times[1:]
 
 
 def run_case(batch, channels, side, rand_pos, repeats, device, seed=0):
@@ -53,8 +41,8 @@ def run_case(batch, channels, side, rand_pos, repeats, device, seed=0):
     flat = torch.randperm(population, generator=gen)[: int(population * rand_pos)].to(device)
     shifts = flat_to_shifts(flat, side, side)
 
-    (ref_x, ref_lam, ref_flat), ref_times = _timed(lambda: reference_sage(x, blurred, perm, mass, flat), repeats, device)
-    result, fm_times = _timed(lambda: fastmix.sage_mix(x, saliency=blurred, kernel_size=1, perm=perm, mass=mass,
+    (ref_x, ref_lam, ref_flat), ref_times = timed_runs(lambda: reference_sage(x, blurred, perm, mass, flat), repeats, device)
+    result, fm_times = timed_runs(lambda: fastmix.sage_mix(x, saliency=blurred, kernel_size=1, perm=perm, mass=mass,
                                                         shifts=shifts, backend="pytorch"), repeats, device)
     chosen = flat[result.extras["best_index"]]
     ref_median, fm_median = statistics.median(ref_times), statistics.median(fm_times)

@@ -2,6 +2,7 @@
 size, one bar per timed operator row. Extrapolated rows are hatched."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 KIND_COLOURS = {"fastmix-kernel": "#1b7837", "fastmix-pytorch": "#7fbf7b", "reference": "#b2182b", "peer": "#2166ac"}
@@ -43,6 +44,10 @@ def plot_throughput(results: dict, path: Path) -> None:
         ax.set_yticklabels(labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        # Whole decades on both sides: an autoscaled log axis over a narrow range makes a 10%
+        # difference look like a factor of ten.
+        low, high = min(values), max(values)
+        ax.set_xlim(10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high) + 1e-9))
         ax.set_xlabel("images per second (log scale)")
         ax.set_title(size_rows[0]["size_label"], fontsize=9)
         ax.grid(axis="x", which="both", alpha=0.3)

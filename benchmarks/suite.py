@@ -10,7 +10,6 @@ cannot run here (a missing package, not enough memory) is recorded as skipped wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

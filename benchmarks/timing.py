@@ -91,6 +91,19 @@ def time_calls(fn: Callable, input_sets: Sequence, device: torch.device, *, warm
     return Timing(samples_ms=samples, warmup=done, input_sets=count)
 
 
+def timed_runs(fn: Callable[[], object], repeats: int, device: torch.device):
+    """(last output, [seconds] of `repeats` calls of fn()) after one untimed warm-up call, for the
+    scripts that compare a contender's output with the reference's as well as its time."""
+    times = []
+    for _ in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return out, times[1:]
+
+
 def input_set_count(set_bytes: int, cache_bytes: int, *, minimum: int = 2, maximum: int = 32,
                     memory_cap_bytes: int | None = None) -> int:
     """How many distinct input sets make the rotation larger than twice the last-level cache.

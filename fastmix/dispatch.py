@@ -8,7 +8,6 @@ kernels). Saliency inputs are detached: SAGE's search is not differentiable, its
 """
 from __future__ import annotations
 
-import torch
 
 from . import ops
 from .backends.pytorch import sage as torch_sage

@@ -134,3 +134,25 @@ def test_saliencymix_float_images_value_range():
 def test_box_operators_bad_input(bad, error):
     with pytest.raises(error):
         bad()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.uint8])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_shared_box_fast_path_equals_the_masked_path(dtype, memory_format):
+    """One box for the whole batch takes a copy-and-slice path; it must give what the per-pixel
+    mask gives, keep dtype and memory format, and never alias or modify the input."""
+    from fastmix.backends.pytorch import blend
+
+    x = random_images(5, 3, 9, 11, dtype=dtype, seed=3, memory_format=memory_format)
+    before = x.clone()
+    perm = torch.tensor([2, 0, 4, 1, 3])
+    boxes = torch.tensor([[1, 7, 2, 10]] * 5)
+    inside = blend.box_mask(boxes, 9, 11)
+    pasted = blend.box_paste(x, perm, boxes)
+    filled = blend.box_fill(x, boxes, 7.0)
+    assert torch.equal(pasted, torch.where(inside, x[perm], x))
+    assert torch.equal(filled, torch.where(inside, torch.tensor(7.0).to(dtype), x))
+    for out in (pasted, filled):
+        assert out.dtype == dtype and out.stride() == x.stride()
+        assert out.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    assert torch.equal(x, before)

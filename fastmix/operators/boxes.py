@@ -13,7 +13,7 @@ import torch
 from .. import dispatch, params
 from .._checks import check_boxes, check_images, check_lam
 from ..backends.pytorch.blend import box_area_lam
-from ..backends.pytorch.fine_grained_saliency import fine_grained_saliency, rgb_to_grey_uint8
+from ..backends.pytorch.fine_grained_saliency import fine_grained_saliency
 from ..result import MixResult
 from ._common import check_labels, resolve_perm
 

@@ -14,9 +14,14 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def to_output(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Cast back to `like`'s dtype and memory format (uint8: round and saturate)."""
+    """Cast back to `like`'s dtype and memory format (uint8: round and saturate).
+
+    `values` must be a fresh result (never `like` or a view of it): it is returned as it is when
+    it already has `like`'s dtype and strides, which saves a full copy of the batch."""
     if like.dtype == torch.uint8:
         values = values.round().clamp_(0, 255)
+    if values.dtype == like.dtype and values.stride() == like.stride():
+        return values
     out = torch.empty_like(like)
     out.copy_(values)
     return out
@@ -40,16 +45,38 @@ def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
+def shared_box(boxes: torch.Tensor):
+    """(y1, y2, x1, x2) when every sample has the same box and `boxes` lives on the CPU (the
+    per-batch mode of CutMix / SaliencyMix / CutOut), else None. Checked only on the CPU, where
+    it costs no device synchronisation."""
+    if boxes.device.type != "cpu" or boxes.shape[0] == 0 or not bool((boxes == boxes[:1]).all()):
+        return None
+    return tuple(int(v) for v in boxes[0])
+
+
 def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Inside sample i's box, copy the pixels of sample perm[i]; elsewhere keep sample i."""
+    box = shared_box(boxes)
+    perm = perm.to(images.device)
+    if box is not None:  # one box: copy the batch, then only the box's pixels of the partners
+        y1, y2, x1, x2 = box
+        out = images.clone()
+        out[:, :, y1:y2, x1:x2] = images[perm, :, y1:y2, x1:x2]
+        return out
     inside = box_mask(boxes.to(images.device), images.shape[2], images.shape[3])
-    return to_output(torch.where(inside, images[perm.to(images.device)], images), images)
+    return to_output(torch.where(inside, images[perm], images), images)
 
 
 def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float) -> torch.Tensor:
     """Inside sample i's box, write `value` (CutOut)."""
-    inside = box_mask(boxes.to(images.device), images.shape[2], images.shape[3])
     fill = torch.tensor(value, dtype=images.dtype, device=images.device)
+    box = shared_box(boxes)
+    if box is not None:
+        y1, y2, x1, x2 = box
+        out = images.clone()
+        out[:, :, y1:y2, x1:x2] = fill
+        return out
+    inside = box_mask(boxes.to(images.device), images.shape[2], images.shape[3])
     return to_output(torch.where(inside, fill, images), images)
 
 
