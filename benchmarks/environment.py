@@ -98,8 +98,14 @@ def library_versions() -> dict:
 
 
 def git_commit(root: Path) -> str | None:
+    """Short HEAD commit, with "+dirty" when the code under test has uncommitted changes."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        if not head:
+            return None
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "fastmix", "benchmarks/*.py", "kernels"],
+                                 cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return None
