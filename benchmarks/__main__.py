@@ -1,4 +1,4 @@
-"""`python -m benchmarks --out DIR [--size full|tiny] ...`: the whole benchmark suite (see suite.py)."""
-from .suite import main
+"""`python -m benchmarks --out DIR [--size full|tiny] ...`: the suite with the reference rows (see references.py)."""
+from .references import main
 
 raise SystemExit(main())

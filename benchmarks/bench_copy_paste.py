@@ -23,10 +23,10 @@ import statistics
 import numpy as np
 import torch
 
+from fastmix.bench.timing import timed_runs
 from fastmix.copy_paste import InstanceBatch, copy_paste, draw_copy_paste_params
 
 from .reference_copy_paste import reference_copy_paste
-from .timing import timed_runs
 
 
 def synthetic_batch(batch: int, size: int, instances: int, seed: int = 0) -> InstanceBatch:

@@ -1,5 +1,5 @@
-"""Images per second of a DALI loading pipeline with and without each fastmix.dali operator, and
-with the same mixing done in the training loop after the pipeline instead.
+"""Images per second and CPU milliseconds per batch of a DALI loading pipeline with and without
+each fastmix.dali operator, and with the same mixing done in the training loop after the pipeline.
 
 For each operator, three loaders over the same data are timed, each until `--batches` batches
 have come out (after `--warmup` batches):
@@ -9,8 +9,10 @@ have come out (after `--warmup` batches):
 * ``after_pipeline``: the baseline pipeline, then the fastmix PyTorch operator on each batch in
   the loop (the usual way today).
 
-Each rate is given per wall-clock second and per CPU second of the process (all its threads):
-the second is the steadier one on a shared machine. ``--torch-threads`` sets PyTorch's
+Each rate is given per wall-clock second and per CPU second of the process (all its threads),
+and as process CPU milliseconds per batch: the CPU figures are the steadier ones on a shared
+machine, and ``added_cpu_fraction`` (in_pipeline over baseline CPU per batch, minus 1) is what
+the operator adds to the loader's CPU cost. ``--torch-threads`` sets PyTorch's
 intra-op threads for the training-loop mixing; on a small CPU, several torch threads next to
 DALI's worker threads oversubscribe the cores.
 
@@ -18,7 +20,9 @@ Classification operators read a generated image folder (``fn.readers.file``) and
 ``DALIGenericIterator``; Copy-Paste reads the generated COCO coins set (``fn.readers.coco`` +
 ``fastmix.dali.polygon_masks``) with ``pipeline.run()``, since its outputs differ in size.
 
-    python -m benchmarks.bench_dali --json benchmarks/results/dali_cpu.json [--device cpu|gpu]
+    python -m benchmarks.bench_dali --json benchmarks/results/cpu_dali.json [--device cpu|gpu]
+
+Defaults: batch 32, images decoded from 256x256 files and resized to 224x224 (HWC uint8).
 """
 from __future__ import annotations
 
@@ -40,11 +44,32 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 import fastmix
 import fastmix.dali as fmd
+from fastmix.bench import environment
+from fastmix.bench.timing import synchronize
 from fastmix.copy_paste import InstanceBatch, copy_paste
 from examples.dali_classification import CLASSES, MEAN, STD, write_image_folder
 from examples.dali_copy_paste_coco import write_coins_coco
 
-OPERATORS = ("mixup", "cutmix", "cutout", "saliencymix", "sage_mix", "copy_paste")
+OPERATORS = ("mixup", "mixup_dali", "cutmix", "cutout", "saliencymix", "sage_mix", "copy_paste")
+# Rows that time a non-default implementation: (fastmix.dali operator, its options).
+VARIANTS = {"mixup_dali": ("mixup", {"impl": "dali"})}
+MECHANISM = {"mixup": "numba_function (impl='auto' on CPU uint8)", "mixup_dali": "DALI operators (impl='dali')",
+             "cutmix": "DALI operators", "cutout": "DALI operators",
+             "saliencymix": "python function (PyTorch/numba kernels)", "sage_mix": "python function (PyTorch/numba kernels)",
+             "copy_paste": "python function (PyTorch kernels)"}
+
+
+def source_size(size: int) -> int:
+    """Side of the generated image files: a little larger than the resize target, as in ImageNet loading."""
+    return size + size // 7
+
+
+def _version(name: str):
+    try:
+        import importlib.metadata
+        return importlib.metadata.version(name)
+    except Exception:  # not installed
+        return None
 FLOAT_INPUT = ("sage_mix",)  # SAGE mixes normalised CHW float images; the others the decoded HWC uint8
 
 
@@ -59,7 +84,8 @@ def _classification_pipeline(root, operator, mode, *, batch, size, device_id, se
             images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, mean=MEAN, std=STD)
         if mode != "in_pipeline":
             return images, labels
-        mix = getattr(fmd, operator)(images, labels, num_classes=len(CLASSES))
+        name, options = VARIANTS.get(operator, (operator, {}))
+        mix = getattr(fmd, name)(images, labels, num_classes=len(CLASSES), **options)
         return mix.images, mix.targets
 
     return pipe()
@@ -67,6 +93,7 @@ def _classification_pipeline(root, operator, mode, *, batch, size, device_id, se
 
 def _mix_in_loop(operator, images, labels, generator):
     """The training-loop version: the fastmix PyTorch operator on the iterator's batch."""
+    operator = VARIANTS.get(operator, (operator, {}))[0]
     x = images if operator in FLOAT_INPUT else images.permute(0, 3, 1, 2)  # HWC batch -> channels_last NCHW
     if operator == "sage_mix":
         result = fastmix.sage_mix(x, saliency=fastmix.image_saliency(x, None), generator=generator)
@@ -78,14 +105,18 @@ def _mix_in_loop(operator, images, labels, generator):
 
 
 class Clock:
-    """Images per wall-clock second and per CPU second of this process."""
+    """Images per wall-clock second and per CPU second of this process, CPU ms per batch."""
 
     def __init__(self):
-        self.wall, self.cpu, self.images = time.perf_counter(), time.process_time(), 0
+        self.wall, self.cpu, self.images, self.batches = time.perf_counter(), time.process_time(), 0, 0
+
+    def add(self, images: int) -> None:
+        self.images, self.batches = self.images + images, self.batches + 1
 
     def rates(self) -> dict:
+        cpu = max(time.process_time() - self.cpu, 1e-9)
         return {"images_per_s": self.images / (time.perf_counter() - self.wall),
-                "images_per_cpu_s": self.images / max(time.process_time() - self.cpu, 1e-9)}
+                "images_per_cpu_s": self.images / cpu, "cpu_ms_per_batch": 1000 * cpu / max(self.batches, 1)}
 
 
 def _time_iterator(loader, batches, warmup, work=None):
@@ -95,10 +126,9 @@ def _time_iterator(loader, batches, warmup, work=None):
             clock = Clock()
         if work is not None:
             work(data)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize(data[next(iter(data))].device)
         if clock is not None:
-            clock.images += data[next(iter(data))].shape[0]
+            clock.add(data[next(iter(data))].shape[0])
         if index + 1 == warmup + batches:
             return clock.rates()
     raise ValueError(f"the data gave fewer than {warmup + batches} batches: write more images per class")
@@ -164,18 +194,18 @@ def bench_copy_paste(image_dir, annotations, *, batch, size, batches, warmup, de
                                                      [lab.reshape(-1).long().to(device) for lab in labels])
                 copy_paste(instances, output_size=(size, size), generator=generator)
             if clock is not None:
-                clock.images += len(images)
+                clock.add(len(images))
         rates[mode] = clock.rates()
         del pipe
     return rates
 
 
-def run(operators=OPERATORS, *, batch=32, size=64, batches=10, warmup=2, device="cpu", seed=0):
+def run(operators=OPERATORS, *, batch=32, size=224, batches=10, warmup=2, device="cpu", seed=0):
     device_id = None if device == "cpu" else 0
     results = {}
     per_class = -(-batch * (warmup + batches) // len(CLASSES))  # one epoch covers every timed batch
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_image_folder(os.path.join(tmp, "folder"), per_class=per_class, size=2 * size)
+        root = write_image_folder(os.path.join(tmp, "folder"), per_class=per_class, size=source_size(size))
         coco = None
         for operator in operators:
             if operator == "copy_paste":
@@ -186,14 +216,18 @@ def run(operators=OPERATORS, *, batch=32, size=64, batches=10, warmup=2, device=
                 rates = bench_classification(root, operator, batch=batch, size=size, batches=batches, warmup=warmup,
                                              device_id=device_id, seed=seed)
             row = {mode: {k: round(v, 1) for k, v in r.items()} for mode, r in rates.items()}
+            base = max(rates["baseline"]["cpu_ms_per_batch"], 1e-9)
+            row["added_cpu_fraction"] = round(rates["in_pipeline"]["cpu_ms_per_batch"] / base - 1, 3)
+            row["after_pipeline_added_cpu_fraction"] = round(rates["after_pipeline"]["cpu_ms_per_batch"] / base - 1, 3)
+            row["mechanism"] = MECHANISM[operator]
             for unit in ("images_per_s", "images_per_cpu_s"):
                 row[f"in_pipeline_vs_baseline_{unit}"] = round(rates["in_pipeline"][unit] / rates["baseline"][unit], 3)
                 row[f"in_pipeline_vs_after_pipeline_{unit}"] = round(
                     rates["in_pipeline"][unit] / rates["after_pipeline"][unit], 3)
             results[operator] = row
             print(f"{operator:12s} " + "  ".join(f"{mode} {row[mode]['images_per_s']}/s "
-                                                 f"{row[mode]['images_per_cpu_s']}/cpu-s" for mode in rates),
-                  flush=True)
+                                                 f"{row[mode]['cpu_ms_per_batch']} cpu-ms/batch" for mode in rates)
+                  + f"  added CPU {row['added_cpu_fraction']:+.0%}", flush=True)
     return results
 
 
@@ -202,7 +236,7 @@ def main(argv=None):
     parser.add_argument("--json", required=True, help="write the results here")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=64, help="images are resized to size x size")
+    parser.add_argument("--size", type=int, default=224, help="images are resized to size x size")
     parser.add_argument("--batches", type=int, default=10, help="timed batches per loader")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--operators", nargs="+", choices=OPERATORS, default=list(OPERATORS))
@@ -216,15 +250,18 @@ def main(argv=None):
     results = run(args.operators, batch=args.batch, size=args.size, batches=args.batches, warmup=args.warmup,
                   device=args.device)
     report = {
-        "what": "images per second (wall clock, and per CPU second of the process): the DALI pipeline alone "
-                "(baseline), with the fastmix.dali operator (in_pipeline), and the baseline followed by the fastmix "
-                "PyTorch operator in the training loop (after_pipeline)",
+        "what": "images per second (wall clock, and per CPU second of the process) and process CPU ms per batch: "
+                "the DALI pipeline alone (baseline), with the fastmix.dali operator (in_pipeline), and the baseline "
+                "followed by the fastmix PyTorch operator in the training loop (after_pipeline); added_cpu_fraction "
+                "= in_pipeline / baseline CPU ms per batch - 1",
         "device": args.device,
         "gpu": torch.cuda.get_device_name(0) if args.device == "gpu" else None,
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "cpu": environment.cpu_model(), "cpu_count": os.cpu_count(),
         "load_average_1_5_15min_at_end": [round(v, 2) for v in os.getloadavg()],  # other work on the machine
         "torch": torch.__version__, "dali": nvidia.dali.__version__, "python": platform.python_version(),
-        "batch": args.batch, "copy_paste_batch": min(args.batch, 16), "size": args.size, "batches": args.batches,
+        "numba": _version("numba"),
+        "batch": args.batch, "copy_paste_batch": min(args.batch, 16), "size": args.size,
+        "source_image_size": source_size(args.size), "batches": args.batches,
         "warmup": args.warmup, "torch_threads": torch.get_num_threads(), "results": results,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -29,13 +29,13 @@ import fastmix
 from fastmix import dispatch, params
 from fastmix.backends.pytorch import sage as torch_sage
 from fastmix.backends.pytorch.gaussian import gaussian_smooth
+from fastmix.bench import environment
+from fastmix.bench.bandwidth import measure_copy_bandwidth
+from fastmix.bench.timing import input_set_count, time_calls
+from fastmix.bench.workloads import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, SIZES, ClassificationSize,
+                                     classification_inputs)
 
-from . import environment
-from .bandwidth import measure_copy_bandwidth
 from .reference_sage import reference_sage
-from .timing import input_set_count, time_calls
-from .workloads import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, SIZES, ClassificationSize,
-                        classification_inputs)
 
 RAND_POS = 0.01          # SAGE's CIFAR recipe: K = int((2w-1)^2 * 0.01) shared candidates
 UPPER_LAMBDA = 0.6

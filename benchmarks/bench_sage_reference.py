@@ -20,9 +20,9 @@ import torch
 
 import fastmix
 from fastmix.backends.pytorch.sage import flat_to_shifts
+from fastmix.bench.timing import timed_runs
 
 from .reference_sage import reference_sage
-from .timing import timed_runs
 
 CASES = [  # (batch, channels, side, rand_pos)
     (100, 3, 32, 0.01),

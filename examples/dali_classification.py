@@ -66,11 +66,11 @@ def build_pipeline(root: str, op: str = "sage", *, batch_size: int = 8, size: in
         images = fn.decoders.image(jpegs, device="cpu" if device_id is None else "mixed")
         images = fn.resize(images, size=[size, size])                       # HWC uint8
         if op == "cutmix":
-            mix = fmd.cutmix(images, labels, num_classes=len(CLASSES), output_layout="HWC")
+            mix = fmd.cutmix(images, labels, num_classes=len(CLASSES))
             images = fn.crop_mirror_normalize(mix.images, dtype=types.FLOAT, mean=MEAN, std=STD)
         else:
             images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, mean=MEAN, std=STD)  # CHW float
-            mix = fmd.sage_mix(images, labels, num_classes=len(CLASSES), output_layout="CHW")
+            mix = fmd.sage_mix(images, labels, num_classes=len(CLASSES))
             images = mix.images
         return images, mix.targets, mix.lam, mix.perm
 

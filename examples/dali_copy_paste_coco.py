@@ -99,8 +99,7 @@ def build_pipeline(image_dir: str, annotations: str, *, batch_size: int = 4, out
             random_shuffle=True, name="Reader")
         masks = fmd.polygon_masks(polygons, vertices, labels, fn.peek_image_shape(jpegs))
         images = fn.decoders.image(jpegs, device="cpu")
-        out = fmd.copy_paste(images, masks, labels, boxes=boxes, output_size=output_size, scale_range=(0.5, 1.5),
-                             output_layout="HWC")
+        out = fmd.copy_paste(images, masks, labels, boxes=boxes, output_size=output_size, scale_range=(0.5, 1.5))
         return out.images, out.masks, out.boxes, out.labels, out.perm
 
     return copy_paste_pipeline()

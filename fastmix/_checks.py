@@ -1,4 +1,12 @@
-"""Input validation shared by every operator: clear errors instead of silent corruption."""
+"""Input validation shared by every operator: clear errors instead of silent corruption.
+
+Value checks never read device memory: a check of a CPU tensor raises at once (ValueError); the
+same check of a CUDA tensor is queued with `torch._assert_async` (a device-side assert that fails
+the next synchronising call, with the message below in the CUDA error log), so that an operator
+launches its work and returns without waiting for the GPU (issue 12.3). On "meta" tensors the
+checks are skipped (there is no data), which is how the tests prove that no operator reads a
+device value.
+"""
 from __future__ import annotations
 
 import torch
@@ -22,6 +30,17 @@ def check_images(images: torch.Tensor, *, name: str = "images", allow_uint8: boo
         raise ValueError(f"{name} has an empty spatial size {tuple(images.shape[2:])}")
 
 
+def require(condition: torch.Tensor, message: str, error: type = ValueError) -> None:
+    """Raise `error(message)` unless every element of the bool tensor `condition` is true.
+
+    CPU tensors are checked now; device tensors by a device-side assert (no host sync)."""
+    if condition.device.type == "cpu":
+        if not bool(condition.all()):
+            raise error(message)
+    elif condition.device.type != "meta":
+        torch._assert_async(condition.all(), message)
+
+
 def check_same_device(reference: torch.Tensor, **tensors: torch.Tensor | None) -> None:
     for key, t in tensors.items():
         if t is not None and t.device != reference.device:
@@ -29,15 +48,16 @@ def check_same_device(reference: torch.Tensor, **tensors: torch.Tensor | None) -
 
 
 def check_perm(perm: torch.Tensor, batch: int) -> torch.Tensor:
-    """A pairing must be an int64 vector of indices into the batch (repeats are allowed)."""
+    """A pairing must be an int64 vector of indices into the batch (repeats are allowed).
+
+    Returned on its own device; the range check on a device tensor is a device-side assert."""
     if not isinstance(perm, torch.Tensor):
         perm = torch.as_tensor(perm)
     if perm.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"perm must be an integer tensor, got {perm.dtype}")
     if perm.shape != (batch,):
         raise ValueError(f"perm must have shape [{batch}] (one partner per sample), got {tuple(perm.shape)}")
-    if batch and (int(perm.min()) < 0 or int(perm.max()) >= batch):
-        raise ValueError(f"perm holds indices outside [0, {batch})")
+    require((perm >= 0) & (perm < batch), f"perm holds indices outside [0, {batch})")
     return perm.long()
 
 
@@ -48,10 +68,8 @@ def check_lam(lam, batch: int, *, name: str = "lam") -> torch.Tensor:
         lam_t = lam_t.expand(batch).clone()
     if lam_t.shape != (batch,):
         raise ValueError(f"{name} must be a scalar or have shape [{batch}], got {tuple(lam_t.shape)}")
-    if not bool(torch.isfinite(lam_t).all()):
-        raise ValueError(f"{name} holds NaN or infinite values")
-    if bool((lam_t < 0).any()) or bool((lam_t > 1).any()):
-        raise ValueError(f"{name} must lie in [0, 1]")
+    # NaN fails both comparisons, so one test covers NaN, infinities and the range.
+    require((lam_t >= 0) & (lam_t <= 1), f"{name} must lie in [0, 1] (no NaN or infinite values)")
     return lam_t
 
 
@@ -65,11 +83,10 @@ def check_boxes(boxes: torch.Tensor, batch: int, height: int, width: int) -> tor
     if boxes.shape != (batch, 4):
         raise ValueError(f"boxes must have shape [4] or [{batch}, 4] as (y1, y2, x1, x2), got {tuple(boxes.shape)}")
     boxes = boxes.long()
-    y1, y2, x1, x2 = boxes.cpu().unbind(1)
-    if bool((y1 < 0).any() | (x1 < 0).any() | (y2 > height).any() | (x2 > width).any()):
-        raise ValueError(f"boxes must lie inside the {height}x{width} image")
-    if bool((y2 < y1).any() | (x2 < x1).any()):
-        raise ValueError("boxes must have y1 <= y2 and x1 <= x2")
+    y1, y2, x1, x2 = boxes.unbind(1)
+    require((y1 >= 0) & (x1 >= 0) & (y2 <= height) & (x2 <= width),
+            f"boxes must lie inside the {height}x{width} image")
+    require((y2 >= y1) & (x2 >= x1), "boxes must have y1 <= y2 and x1 <= x2")
     return boxes.contiguous()
 
 
@@ -77,3 +94,19 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None
     ok = value >= 0 if allow_zero else value > 0
     if not ok:
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def check_labels(labels, batch: int, images: torch.Tensor | None = None):
+    """Labels (int [B] or soft [B, C]) with one entry per sample, on the images' device.
+
+    Targets are computed on the labels' device, so labels elsewhere would silently move the
+    loss computation off the images' device; the error names the fix instead."""
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels)
+    if labels.dim() == 0 or labels.shape[0] != batch:
+        raise ValueError(f"labels must have one entry per sample ({batch}), got shape {tuple(labels.shape)}")
+    if images is not None and labels.device != images.device:
+        raise ValueError(f"labels are on {labels.device} but the images are on {images.device}: "
+                         f"move them with labels.to({str(images.device)!r})")
+    return labels

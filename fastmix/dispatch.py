@@ -8,6 +8,7 @@ kernels). Saliency inputs are detached: SAGE's search is not differentiable, its
 """
 from __future__ import annotations
 
+import torch
 
 from . import ops
 from .backends.pytorch import sage as torch_sage
@@ -16,29 +17,44 @@ BACKENDS = ops.BACKENDS
 resolve = ops.resolve
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a (small, host-drawn) parameter tensor to `device` without waiting for the GPU.
+
+    A plain `.to("cuda")` of pageable host memory synchronises the stream (and fails under
+    `torch.cuda.set_sync_debug_mode("error")`); a pinned copy sent with non_blocking=True does
+    not, and the caching host allocator keeps the pinned buffer alive until the copy is done."""
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def mixup_blend(images, perm, lam, *, out_dtype=None, backend="auto"):
     device = images.device
-    return ops.mixup_blend(images, perm.to(device), lam.to(device), out_dtype, backend)
+    return ops.mixup_blend(images, to_device(perm, device), to_device(lam, device), out_dtype, backend)
 
 
 def box_paste(images, perm, boxes, *, out_dtype=None, backend="auto"):
     device = images.device
-    return ops.box_paste(images, perm.to(device), boxes.to(device), out_dtype, backend)
+    return ops.box_paste(images, to_device(perm, device), to_device(boxes, device), out_dtype, backend)
 
 
 def box_fill(images, boxes, value, *, out_dtype=None, backend="auto"):
-    return ops.box_fill(images, boxes.to(images.device), float(value), out_dtype, backend)
+    return ops.box_fill(images, to_device(boxes, images.device), float(value), out_dtype, backend)
 
 
 def sage_saliency(grad, perm, mass, kernel_size=5, sigma=1.0, *, backend="auto"):
     """(G1, G2) [B, H, W] from grad [B, C, H, W] or a non-negative saliency map [B, 1, H, W]."""
     device = grad.device
-    return ops.sage_saliency(grad.detach(), perm.to(device), mass.to(device), kernel_size, sigma, backend)
+    return ops.sage_saliency(grad.detach(), to_device(perm, device), to_device(mass, device), kernel_size, sigma,
+                             backend)
 
 
 def sage_scores(g1, g2, shifts, *, backend="auto", chunk_elements=torch_sage.DEFAULT_CHUNK_ELEMENTS):
     """(scores [B, K], best_index [B]) for shared [K, 2] or per-sample [B, K, 2] candidates."""
-    return ops.sage_scores(g1.detach(), g2.detach(), shifts.to(g1.device), chunk_elements, backend)
+    return ops.sage_scores(g1.detach(), g2.detach(), to_device(shifts, g1.device), chunk_elements, backend)
 
 
 def sage_coarse_to_fine(g1, g2, *, backend="auto", chunk_elements=torch_sage.DEFAULT_CHUNK_ELEMENTS):
@@ -51,4 +67,5 @@ def sage_coarse_to_fine(g1, g2, *, backend="auto", chunk_elements=torch_sage.DEF
 def sage_mask_and_blend(images, perm, g1, g2, best_shifts, *, backend="auto"):
     """(mixed, mask M [B, H, W], lam [B]); differentiable with respect to `images`."""
     device = images.device
-    return ops.sage_mask_blend(images, perm.to(device), g1.detach(), g2.detach(), best_shifts.to(device), backend)
+    return ops.sage_mask_blend(images, to_device(perm, device), g1.detach(), g2.detach(),
+                               to_device(best_shifts, device), backend)

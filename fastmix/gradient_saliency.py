@@ -19,9 +19,11 @@ class SaliencyResult:
     loss: torch.Tensor      # scalar clean loss, detached and unscaled
 
 
-def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str = "bce") -> torch.Tensor:
-    """'bce': BCELoss(softmax(logits), targets), mean over B x K (SAGE, PuzzleMix, Co-Mixup);
-    'ce': soft-target cross-entropy, mean over B (CutMix, Mixup, SaliencyMix)."""
+def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """'ce' (default): soft-target cross-entropy, mean over B (CutMix, Mixup, SaliencyMix; what
+    timm's SoftTargetCrossEntropy and torchvision's recipes compute); 'bce': BCELoss(softmax(logits),
+    targets), mean over B x K (SAGE, PuzzleMix, Co-Mixup: `saliency` and
+    `fastmix.training.sage_step` pass it explicitly, as the SAGE paper trains with it)."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     targets = targets.to(device=logits.device, dtype=torch.float32)
@@ -35,6 +37,8 @@ def saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss: 
              update_ratio: float = 1.0, eval_mode: bool = False,
              num_classes: int | None = None) -> SaliencyResult:
     """Clean forward, loss, backward; returns the saliency mean_c |dL/dx|.
+
+    `loss` defaults to "bce", SAGE's clean loss (the reference's BCELoss on softmax).
 
     With update_ratio r == 1 only dL/dx is computed: the model's parameter gradients are left
     untouched (the reference zeroes them). With r != 1 the clean loss scaled by (1 - r) is

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import require
+
 
 def one_hot(labels: torch.Tensor, num_classes: int | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     """float32 [B, num_classes] targets from int labels [B] or soft labels [B, C].
@@ -21,10 +23,10 @@ def one_hot(labels: torch.Tensor, num_classes: int | None = None, label_smoothin
     elif labels.dim() == 1 and not labels.dtype.is_floating_point and labels.dtype != torch.bool:
         if num_classes is None:
             raise ValueError("num_classes is required to turn integer labels into soft targets")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
-        targets = torch.nn.functional.one_hot(labels.long(), num_classes).float()
+        require((labels >= 0) & (labels < num_classes), f"labels must lie in [0, {num_classes})")
+        # scatter instead of F.one_hot, whose range check reads device memory on the host
+        targets = torch.zeros(labels.shape[0], num_classes, device=labels.device).scatter_(
+            1, labels.long()[:, None], 1.0)
         classes = num_classes
     else:
         raise ValueError("labels must be integer class indices [B] or float soft labels [B, C], "
@@ -36,7 +38,8 @@ def one_hot(labels: torch.Tensor, num_classes: int | None = None, label_smoothin
 
 def mix_targets(labels: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, num_classes: int | None = None,
                 label_smoothing: float = 0.0) -> torch.Tensor:
-    """lam[i] * t[i] + (1 - lam[i]) * t[perm[i]]: float32 [B, num_classes]."""
+    """lam[i] * t[i] + (1 - lam[i]) * t[perm[i]]: float32 [B, num_classes] on the labels' device
+    (`MixResult.targets` first checks that the labels are on the images' device)."""
     targets = one_hot(labels, num_classes, label_smoothing)
     if targets.shape[0] != perm.shape[0]:
         raise ValueError(f"got {targets.shape[0]} labels for a batch of {perm.shape[0]}")

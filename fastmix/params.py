@@ -53,6 +53,19 @@ def permutation(batch: int, generator: torch.Generator | None = None) -> torch.T
     return torch.randperm(batch, generator=gen, device=_device_of(gen)).cpu()
 
 
+def derangement(batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """int64 [batch] pairing without fixed points (perm[i] != i), uniform over all derangements:
+    permutations are drawn until one has no fixed point (about e = 2.72 draws on average, 2 at
+    B = 2). B = 1 has no derangement and gives [0] (callers decide what a self-pair means)."""
+    if batch < 2:
+        return torch.arange(batch)
+    index = torch.arange(batch)
+    while True:
+        perm = permutation(batch, generator)
+        if not bool((perm == index).any()):
+            return perm
+
+
 def uniform(size, low: float, high: float, generator: torch.Generator | None = None) -> torch.Tensor:
     gen = _cpu_generator(generator)
     u = torch.rand(size, generator=gen, device=_device_of(gen), dtype=torch.float64).cpu()

@@ -121,7 +121,7 @@ class _StepModel(torch.nn.Module):
         return logits
 
 
-def _check_step_args(model, optimizer, x, loss, autocast_dtype, scaler) -> None:
+def _check_step_args(model, optimizer, x, y, loss, autocast_dtype, scaler) -> None:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
@@ -129,6 +129,8 @@ def _check_step_args(model, optimizer, x, loss, autocast_dtype, scaler) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.dtype.is_floating_point:
         got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a float [B, C, H, W] tensor, got {got}")
+    if isinstance(y, torch.Tensor) and y.device != x.device:
+        raise ValueError(f"y is on {y.device} but x is on {x.device}: move the labels with y.to({str(x.device)!r})")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if autocast_dtype not in AUTOCAST_DTYPES:
@@ -172,7 +174,9 @@ def sage_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, x
        r = update_ratio < 1 the clean loss scaled by (1 - r) is back-propagated into the parameters
        and kept. `eval_mode=True` runs this pass in eval mode (the reference's --eval_mode).
     2. `fastmix.sage_mix(x, y, grad=...)` with `sage_kwargs` (alpha, upper_lambda, rand_pos, ...;
-       the CIFAR-10 recipe is upper_lambda=0.6, rand_pos=0.01, update_ratio=0.7).
+       the CIFAR-10 recipe is upper_lambda=0.6, rand_pos=0.01, update_ratio=0.7; sage_mix's
+       defaults are upper_lambda=0.6 and search="auto"). The clean and mixed losses are `loss`,
+       "bce" by default as in the SAGE paper (fastmix.soft_target_loss defaults to "ce").
     3. Mixed forward in train mode, loss against the mixed soft targets, scaled by r when r < 1,
        backward, optimiser step.
 
@@ -185,7 +189,7 @@ def sage_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, x
     NaN, `mix`, `logits` and `targets` are None. Without a scaler, a non-finite saliency raises
     sage_mix's ValueError.
     """
-    _check_step_args(model, optimizer, x, loss, autocast_dtype, scaler)
+    _check_step_args(model, optimizer, x, y, loss, autocast_dtype, scaler)
     if not 0.0 <= update_ratio <= 1.0:
         raise ValueError(f"update_ratio must be in [0, 1], got {update_ratio}")
     _check_operator_kwargs(sage_kwargs)
@@ -234,10 +238,11 @@ def mix_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, x:
     operator: "none", "mixup", "cutmix", "cutout", "saliencymix", or any callable
     `op(images, labels, generator=..., **operator_kwargs) -> MixResult` (e.g. a partial of
     `fastmix.mixup` with per_sample=True). `operator_kwargs` go to the operator (alpha,
-    per_sample, value_range, ...). Targets are `MixResult.targets(y, num_classes,
+    per_sample, ...; "saliencymix" on normalised x needs mean=/std= of the normalisation or
+    value_range=, else it raises rather than clip). Targets are `MixResult.targets(y, num_classes,
     label_smoothing)`; num_classes defaults to the model's output width. For SAGE use sage_step.
     """
-    _check_step_args(model, optimizer, x, loss, autocast_dtype, scaler)
+    _check_step_args(model, optimizer, x, y, loss, autocast_dtype, scaler)
     _check_operator_kwargs(operator_kwargs)
     if isinstance(operator, str):
         if operator not in OPERATORS:

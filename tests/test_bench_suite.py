@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from benchmarks import report, suite
+from benchmarks import references
 from fastmix import cli
+from fastmix.bench import report
 
 ROW_KEYS = {"suite", "size", "operator", "contender", "kind", "library", "device", "dtype", "shape", "status"}
 TIMING_KEYS = {"median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "repeats", "warmup", "input_sets", "samples_ms",
@@ -16,7 +17,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    assert suite.main(["--out", str(out), "--size", "tiny", "--device", "cpu", "--threads", "1", "--quiet"]) == 0
+    assert references.main(["--out", str(out), "--size", "tiny", "--device", "cpu", "--threads", "1", "--quiet"]) == 0
     return out
 
 

@@ -2,8 +2,8 @@
 
 Expectations are written from torchvision's semantics (one lam per batch, partner images.roll(1, 0),
 CutMix box around a uniform integer centre with half-extents int(0.5*sqrt(1-lam)*size), lam
-corrected to the box area) on injected parameters; the gpu-marked tests compare with the real
-torchvision where it is installed.
+corrected to the box area) on injected parameters; tests_peers/test_torchvision_peer.py compares
+with the real torchvision.
 """
 import math
 
@@ -94,9 +94,27 @@ def test_sample_structures_and_labels_getter():
     images, extra = transform((x, {"class_label": y}), params={"lam": 0.5})  # second element: a dict
     torch.testing.assert_close(extra["class_label"], roll_targets(y, 0.5))
     custom = CutMix(num_classes=C, labels_getter=lambda s: s["target"])
-    out = custom({"target": y, "pixels": x}, params={"box": (0, 8, 0, 4)})
+    out = custom({"pixels": x, "target": y}, params={"box": (0, 8, 0, 4)})
     torch.testing.assert_close(out["target"], roll_targets(y, 0.5))
     assert torch.equal(out["pixels"][..., :4], x.roll(1, 0)[..., :4])
+
+
+def test_leaf_rule_first_pure_tensor_only():
+    """torchvision's rule without tv_tensors: only the first pure tensor (tree_flatten order) is an
+    image; later tensors pass through as the very same objects."""
+    x, y, aux = random_images(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]), random_images(4, 3, 8, 8, seed=1)
+    images, labels, passed = MixUp(num_classes=C)(x, y, aux, params={"lam": 0.25})
+    torch.testing.assert_close(images, 0.25 * x + 0.75 * x.roll(1, 0))
+    assert passed is aux
+    first, labels, second = MixUp(num_classes=C, labels_getter=lambda s: s[1])(aux, y, x, params={"lam": 0.25})
+    torch.testing.assert_close(first, 0.25 * aux + 0.75 * aux.roll(1, 0))
+    assert second is x
+    # labels flattened before the images take the pure-tensor slot: the images pass through
+    out = MixUp(num_classes=C)({"labels": y, "image": x}, params={"lam": 0.25})
+    assert out["image"] is x
+    torch.testing.assert_close(out["labels"], roll_targets(y, 0.25))
+    with pytest.raises(TypeError, match="at least two dimensions"):
+        CutMix(num_classes=C)({"labels": y, "image": x})
 
 
 def test_label_forms_and_errors():
@@ -104,24 +122,48 @@ def test_label_forms_and_errors():
     probabilities = torch.softmax(torch.randn(4, C), 1)
     _, targets = MixUp()(x, probabilities, params={"lam": 0.25})  # num_classes may be None for 2-D labels
     torch.testing.assert_close(targets, 0.25 * probabilities + 0.75 * probabilities.roll(1, 0))
+    _, doubles = MixUp()(x, probabilities.double(), params={"lam": 0.25})
+    assert doubles.dtype == torch.float64  # floating labels keep their dtype, as torchvision
     with pytest.raises(ValueError, match="num_classes must be passed"):
         MixUp()(x, torch.arange(4))
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ValueError, match="must match num_classes"):
         MixUp(num_classes=3)(x, probabilities)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="labels should be index based"):
         MixUp(num_classes=C)(x, torch.zeros(4, 2, 2))
-    with pytest.raises(ValueError, match="batch size"):
+    with pytest.raises(ValueError, match="does not match the batch size of the labels"):
         MixUp(num_classes=C)(x, torch.arange(3))
+    with pytest.raises(ValueError, match="Expected a batched input with 4 dims"):
+        CutMix(num_classes=C)(x[None], torch.arange(1))
     with pytest.raises(ValueError, match="alpha"):
         CutMix(alpha=0.0)
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="Could not infer where the labels are"):
         MixUp(num_classes=C)({"image": x})
+    with pytest.raises(ValueError, match="When using the default labels_getter"):
+        MixUp(num_classes=C)(x, "not_a_tensor")
+    with pytest.raises(ValueError, match="The labels must be a tensor"):
+        MixUp(num_classes=C, labels_getter=None)(x, torch.arange(4))
+    with pytest.raises(ValueError, match="labels_getter should either be"):
+        MixUp(num_classes=C, labels_getter="first")
+    with pytest.raises(ValueError, match="num_classes"):
+        MixUp(num_classes=0)
+
+
+def test_numpy_num_classes_and_empty_batch():
+    x, y = random_images(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    _, targets = CutMix(num_classes=np.int64(C))(x, y, params={"box": (0, 4, 0, 8)})
+    torch.testing.assert_close(targets, roll_targets(y, 0.5))
+    for transform in (MixUp(num_classes=C), CutMix(num_classes=C)):
+        images, labels = transform(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
+        assert images.shape == (0, 3, 8, 8) and labels.shape == (0, C) and labels.dtype == torch.float32
 
 
 def test_rejects_pil_images():
     image = pytest.importorskip("PIL.Image").new("RGB", (8, 8))
-    with pytest.raises(ValueError, match="PIL"):
-        CutMix(num_classes=C)((random_images(2, 3, 8, 8), torch.arange(2), image))
+    for transform in (CutMix(num_classes=C), MixUp(num_classes=C)):
+        with pytest.raises(ValueError, match="does not support PIL images"):
+            transform((random_images(2, 3, 8, 8), torch.arange(2), image))
+        with pytest.raises(ValueError, match="does not support PIL images"):
+            transform(image)  # checked before the labels are looked for
 
 
 def test_dtypes_layouts_and_reproducibility():
@@ -160,34 +202,3 @@ def test_sage_mix_transform_uses_the_model_saliency_and_injected_params():
         SageMix(num_classes=C)(x, y)
     with pytest.raises(ValueError, match="inject"):
         SageMix(model=model, num_classes=C)(x, y, params={"lam": 0.5})
-
-
-# ---- against the real torchvision (installed on the GPU test machine) --------------------------
-
-def changed_box(x, out, i):
-    changed = (out[i] != x[i]).any(0)
-    if not bool(changed.any()):
-        return (0, 0, 0, 0)
-    rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
-    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-
-
-@pytest.mark.gpu
-def test_matches_real_torchvision_mixup_and_cutmix():
-    v2 = pytest.importorskip("torchvision.transforms.v2")
-    batch, device = 6, "cuda"
-    x = random_images(batch, 3, 16, 12, seed=3).to(device)
-    y = torch.arange(batch, device=device)
-    for seed in range(6):
-        torch.manual_seed(seed)
-        theirs, their_targets = v2.MixUp(num_classes=batch)(x, y)
-        lam = float(their_targets[0, 0])  # sample 0's weight for its own class 0
-        ours, our_targets = MixUp(num_classes=batch)(x, y, params={"lam": lam})
-        torch.testing.assert_close(ours, theirs)
-        torch.testing.assert_close(our_targets, their_targets)
-
-        torch.manual_seed(seed)
-        theirs, their_targets = v2.CutMix(num_classes=batch)(x, y)
-        ours, our_targets = CutMix(num_classes=batch)(x, y, params={"box": changed_box(x, theirs, 0)})
-        assert torch.equal(ours, theirs)
-        torch.testing.assert_close(our_targets, their_targets)

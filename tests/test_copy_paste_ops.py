@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from fastmix import ops_copy_paste as ops
+from fastmix.ops import copy_paste as ops
 from fastmix.backends.pytorch import copy_paste as K
 from fastmix.backends.pytorch.fine_grained_saliency import fine_grained_saliency
 from fastmix.copy_paste import instances_to_coco, load_coco_instances

@@ -51,7 +51,7 @@ def nchw(pipeline_input, chw_float):
 
 
 def source_images(images, chw_float):
-    x = fn.external_source(source=lambda: images, batch=True, layout="HWC")
+    x = fn.external_source(source=lambda: images, batch=True, layout="HWC", dtype=types.UINT8)
     if chw_float:  # the usual DALI path to CHW float
         x = fn.crop_mirror_normalize(x, dtype=types.FLOAT, mean=MEAN, std=STD, output_layout="CHW")
     return x
@@ -69,7 +69,8 @@ def mix_pipeline(operator, images, *, chw_float=False, seed=11, with_saliency=No
             extra["saliency"] = fn.external_source(source=lambda: with_saliency, batch=True)
         mix = operator(x, labels, num_classes=CLASSES, label_smoothing=0.1, **extra, **options)
         params = [node for node in (mix.boxes, mix.shifts, mix.mass) if node is not None]
-        return (x, mix.images, mix.lam, mix.perm, mix.targets, *params)
+        perm = mix.perm if mix.perm is not None else fn.cast(fn.zeros(dtype=types.INT32) - 1, dtype=types.INT64)
+        return (x, mix.images, mix.lam, perm, mix.targets, *params)
 
     return pipe()
 
@@ -106,11 +107,12 @@ def test_import_fastmix_dali_without_dali_names_the_package():
 # Each operator against the PyTorch path on the reported parameters
 
 
-@pytest.mark.parametrize("chw_float", [False, True], ids=["HWC-uint8", "CHW-float"])
-@pytest.mark.parametrize("per_sample", [False, True])
-def test_mixup_matches_pytorch(chw_float, per_sample):
+@pytest.mark.parametrize("chw_float, per_sample, impl", [
+    (False, False, "dali"), (False, True, "dali"), (True, False, "dali"), (True, True, "dali"),
+    (False, True, "numba"), (True, False, "numba")])  # numba_function compiles for seconds per pipeline
+def test_mixup_matches_pytorch(chw_float, per_sample, impl):
     images = hwc_images()
-    (out,) = run(mix_pipeline(fmd.mixup, images, chw_float=chw_float, per_sample=per_sample, alpha=0.4))
+    (out,) = run(mix_pipeline(fmd.mixup, images, chw_float=chw_float, per_sample=per_sample, alpha=0.4, impl=impl))
     x, mixed, lam, perm, targets = out
     assert lam.dtype == torch.float32 and perm.dtype == torch.int64 and sorted(perm.tolist()) == list(range(BATCH))
     assert (lam != lam[0]).any() == per_sample
@@ -138,11 +140,13 @@ def test_cutout_matches_pytorch(chw_float):
     images = hwc_images(2)
     (out,) = run(mix_pipeline(fmd.cutout, images, chw_float=chw_float, length=6, value=7.0))
     x, erased, lam, perm, targets, boxes = out
-    assert torch.equal(lam, torch.ones(BATCH)) and torch.equal(perm, torch.arange(BATCH))
+    assert torch.equal(lam, torch.ones(BATCH)) and (perm == -1).all()  # CutOut has no perm output
     assert torch.equal(boxes[:, 1] - boxes[:, 0] <= 6, torch.ones(BATCH, dtype=torch.bool))
+    assert (boxes[:, 1] > boxes[:, 0]).any() and (boxes[:, 3] > boxes[:, 2]).any()
     expected = fastmix.cutout(nchw(x, chw_float), boxes=boxes, value=7.0)
+    assert not torch.equal(expected.images, nchw(x, chw_float))
     assert torch.equal(erased, to_output_layout(expected.images, chw_float))
-    check_targets(targets, perm, lam)
+    check_targets(targets, torch.arange(BATCH), lam)
 
 
 def test_cutout_accepts_images_of_different_sizes():
@@ -151,10 +155,12 @@ def test_cutout_accepts_images_of_different_sizes():
     x, erased, lam, perm, targets, boxes = out
     assert isinstance(erased, list) and [tuple(e.shape) for e in erased] == [a.shape for a in images]
     for image, result, box in zip(images, erased, boxes):
+        height, width = image.shape[:2]
+        assert 0 <= box[0] <= box[1] <= height and 0 <= box[2] <= box[3] <= width
         chw = torch.from_numpy(image).permute(2, 0, 1)[None]
         expected = fastmix.cutout(chw, boxes=box[None]).images[0].permute(1, 2, 0)
         assert torch.equal(result, expected)
-    check_targets(targets, perm, lam)
+    check_targets(targets, torch.arange(BATCH), lam)
 
 
 @pytest.mark.parametrize("chw_float", [False, True], ids=["HWC-uint8", "CHW-float"])
@@ -245,43 +251,86 @@ def test_same_seed_same_batches_and_other_seed_other_batches():
 
 
 def test_no_fixed_points_gives_a_derangement():
-    (out,) = run(mix_pipeline(fmd.mixup, hwc_images(9), no_fixed_points=True))
+    (out,) = run(mix_pipeline(fmd.mixup, hwc_images(9), no_fixed_points=True, impl="dali"))
     perm = out[3]
     assert (perm != torch.arange(BATCH)).all()
 
 
-def test_output_layout_labels_the_images_and_is_checked():
+@pytest.mark.parametrize("name, chw_float", [(name, chw) for name in ("mixup", "cutmix", "cutout", "saliencymix")
+                                              for chw in (False, True)] + [("sage_mix", True)])
+def test_every_images_output_keeps_the_layout(name, chw_float):  # SAGE mixes float images only
+
     @pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=1)
-    def labelled(layout):
-        x = source_images(hwc_images(), True)
-        mix = fmd.mixup(x, output_layout=layout)
-        assert mix.targets is None and mix.boxes is None  # no labels: no targets output
-        return mix.images
+    def pipe():
+        x = source_images(hwc_images(), chw_float)
+        mixed = getattr(fmd, name)(x).images
+        # a DALI operator that needs the layout consumes the output directly
+        return mixed, fn.crop(mixed, crop=[4, 4])
 
-    pipe = labelled("CHW")
+    out, cropped = pipe_outputs(pipe())
+    expected_layout = "CHW" if chw_float else "HWC"
+    assert out.layout() == cropped.layout() == expected_layout
+    assert np.array(out[0]).dtype == (np.float32 if chw_float else np.uint8)
+    assert np.array(cropped[0]).shape == ((3, 4, 4) if chw_float else (4, 4, 3))
+
+
+def pipe_outputs(pipe):
     pipe.build()
-    assert pipe.run()[0].layout() == "CHW"
-    with pytest.raises(RuntimeError, match="output_layout='HWC' but the input images have layout 'CHW'"):
-        run(labelled("HWC"))
-    with pytest.raises(ValueError, match="output_layout must be"):
-        run(labelled("NCHW"))
+    return pipe.run()
 
 
-@pytest.mark.parametrize("layout, message", [("", "carry no layout"), ("WHC", "supports images with layout HWC")])
-def test_missing_or_unsupported_layout_is_a_clear_error(layout, message):
+def test_layout_argument_labels_images_the_graph_does_not_and_is_checked():
+    @pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=1)
+    def unlabelled(layout):
+        x = fn.external_source(source=lambda: hwc_images(), batch=True)  # no layout
+        mix = fmd.saliencymix(x, layout=layout)
+        return fmd.cutmix(mix.images).images  # the declared layout travels on
+
+    (out,) = pipe_outputs(unlabelled("HWC"))
+    assert out.layout() == "HWC"
+    with pytest.raises(ValueError, match=r"fastmix.dali.saliencymix: layout must be one of \('HWC', 'CHW'\)"):
+        unlabelled("NCHW")
+
+    @pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=1)
+    def contradicting():
+        return fmd.cutout(source_images(hwc_images(), True), layout="HWC").images
+
+    with pytest.raises(ValueError, match="fastmix.dali.cutout: layout='HWC' but the images were produced with layout 'CHW'"):
+        contradicting()
+
+
+def test_the_python_operators_check_the_declared_layout_at_run_time():
+    from fastmix.dali.classification import _images
+
+    samples = [torch.from_numpy(a) for a in hwc_images()]
+    layout_bytes = [torch.tensor(list(b"HWC"), dtype=torch.uint8)] * BATCH
+    assert _images(samples, layout_bytes, "HWC", "op").nchw.shape == (BATCH, 3, HEIGHT, WIDTH)
+    with pytest.raises(ValueError, match="op: the graph gave the images layout 'CHW' but they have 'HWC'"):
+        _images(samples, layout_bytes, "CHW", "op")
+
+
+@pytest.mark.parametrize("layout, message", [("", "cannot tell the layout of the images"),
+                                             ("WHC", "supports images with layout HWC or CHW")])
+@pytest.mark.parametrize("name", ["cutmix", "cutout", "saliencymix", "sage_mix"])
+def test_missing_or_unsupported_layout_is_a_build_time_error_naming_the_operator(layout, message, name):
     @pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=1)
     def pipe():
         x = fn.external_source(source=lambda: hwc_images(), batch=True, layout=layout)
-        return fmd.cutmix(x).images
+        return getattr(fmd, name)(x).images
 
-    with pytest.raises(RuntimeError, match=message):
-        run(pipe())
+    with pytest.raises(ValueError, match=f"fastmix.dali.{name}.*{message}"):
+        pipe()  # raised while the graph is built, before the pipeline runs
 
 
 def test_images_of_different_sizes_are_a_clear_error_where_samples_are_mixed():
     images = hwc_images(shapes=[(12, 16, 3), (12, 16, 3), (10, 16, 3), (12, 16, 3)])
+    # DALI's arithmetic raises; its message shows the fastmix call that built it
+    with pytest.raises(RuntimeError, match=r"(?s)in mixup.*Can't broadcast shapes"):
+        run(mix_pipeline(fmd.mixup, images, impl="dali"))
+    with pytest.raises(RuntimeError, match=r"(?s)in mixup.*uniform_guard.*reshape"):
+        run(mix_pipeline(fmd.mixup, images, impl="numba"))
     with pytest.raises(RuntimeError, match=r"every image must have the same shape; this batch has shapes"):
-        run(mix_pipeline(fmd.mixup, images))
+        run(mix_pipeline(fmd.saliencymix, images))
 
 
 def test_soft_label_inputs():
@@ -291,7 +340,7 @@ def test_soft_label_inputs():
     def pipe():
         x = source_images(hwc_images(), False)
         labels = fn.external_source(source=lambda: soft, batch=True)
-        mix = fmd.mixup(x, labels, per_sample=True)
+        mix = fmd.mixup(x, labels, per_sample=True, impl="dali")
         return mix.targets, mix.lam, mix.perm
 
     ((targets, lam, perm),) = run(pipe())
@@ -329,3 +378,17 @@ def test_generic_iterator_and_conditionals():
 def test_inputs_must_be_dali_nodes():
     with pytest.raises(TypeError, match="DataNode"):
         fmd.mixup(torch.zeros(2, 3, 4, 4))
+
+
+def test_mixup_impl_is_checked_and_auto_falls_back_to_dali_operators():
+    @pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=1)
+    def pipe(impl):
+        x = fn.external_source(source=lambda: hwc_images(), batch=True, layout="HWC")  # dtype not given
+        return fmd.mixup(x, impl=impl).images
+
+    with pytest.raises(ValueError, match="fastmix.dali.mixup: impl must be one of"):
+        pipe("torch")
+    with pytest.raises(ValueError, match="impl='numba' needs CPU images of a dtype the graph tells"):
+        pipe("numba")
+    (out,) = pipe_outputs(pipe("auto"))  # the dtype is unknown: DALI operators
+    assert out.layout() == "HWC" and np.array(out[0]).dtype == np.uint8

@@ -1,4 +1,5 @@
-"""fastmix.dali GPU pipelines (device_id=0): the operators run fastmix's CUDA kernels on DALI's stream.
+"""fastmix.dali GPU pipelines (device_id=0): Mixup, CutMix and CutOut as DALI's GPU operators,
+SaliencyMix, SAGE and Copy-Paste as fastmix's CUDA kernels on DALI's stream.
 
 Skipped, with the reason shown, without a CUDA device (the gpu marker, see conftest.py) or
 without NVIDIA DALI. Each GPU pipeline's images are checked against fastmix's operator on CUDA
@@ -58,7 +59,8 @@ def gpu_pipeline(operator, *, float_chw=False, seed=21, **options):
         labels = fn.external_source(source=lambda: LABELS, batch=True)
         mix = operator(x, labels, num_classes=CLASSES, **options)
         params = [node for node in (mix.boxes, mix.shifts, mix.mass) if node is not None]
-        return (x, mix.images, mix.lam, mix.perm, mix.targets, *params)
+        perm = mix.perm if mix.perm is not None else fn.cast(fn.zeros(dtype=types.INT32) - 1, dtype=types.INT64)
+        return (x, mix.images, mix.lam, perm, mix.targets, *params)
 
     pipe = pipe()
     pipe.build()
@@ -66,7 +68,7 @@ def gpu_pipeline(operator, *, float_chw=False, seed=21, **options):
 
 
 def assert_images_close(actual, expected):
-    if expected.dtype == torch.uint8:  # the GPU kernels may round a .5 blend the other way
+    if expected.dtype == torch.uint8:  # GPU code may fuse a multiply-add and round a .5 blend the other way
         assert (actual.int() - expected.int()).abs().max() <= 1
     else:
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
@@ -91,6 +93,10 @@ def test_gpu_pipeline_matches_fastmix_on_cuda(name):
         x_t = stacked(x)
         nchw = x_t if float_chw else x_t.permute(0, 3, 1, 2)
         lam_t, perm_t = stacked(lam, "cpu"), stacked(perm, "cpu")
+        assert mixed.layout() == ("CHW" if float_chw else "HWC")
+        if name == "cutout":
+            assert (perm_t == -1).all()  # CutOut has no perm output
+            perm_t = torch.arange(BATCH)
         if name == "mixup":
             expected = fastmix.mixup(nchw, perm=perm_t, lam=lam_t)
         elif name in ("cutmix", "saliencymix"):
@@ -102,9 +108,68 @@ def test_gpu_pipeline_matches_fastmix_on_cuda(name):
             expected = fastmix.sage_mix(nchw, saliency=fastmix.image_saliency(nchw, None), perm=perm_t, mass=mass,
                                         shifts=shifts[:, None, :])
         out = stacked(mixed)
-        assert_images_close(out, expected.images if float_chw else expected.images.permute(0, 2, 3, 1))
+        want = expected.images if float_chw else expected.images.permute(0, 2, 3, 1)
+        if name in ("cutmix", "cutout", "saliencymix"):  # copies and fills: exact
+            assert torch.equal(out, want)
+        else:
+            assert_images_close(out, want)
         labels = torch.tensor([int(label[0]) for label in LABELS])
         torch.testing.assert_close(stacked(targets, "cpu"), fastmix.mix_targets(labels, perm_t, lam_t, CLASSES))
+
+
+def test_gpu_pipeline_of_dali_operators_serializes_and_gives_the_same_batches():
+    from nvidia.dali.pipeline import Pipeline
+
+    @pipeline_def(batch_size=BATCH, num_threads=2, device_id=0, seed=3)
+    def pipe():
+        noise = fn.random.uniform(range=[0.0, 255.0], shape=[HEIGHT, WIDTH, 3])  # serializable images
+        x = fn.reshape(fn.cast(noise, dtype=types.UINT8), layout="HWC").gpu()
+        mixed = fmd.cutout(fmd.cutmix(fmd.mixup(x).images, per_sample=True).images)
+        return mixed.images, mixed.boxes
+
+    p = pipe()
+    p.build()
+    serialized = p.serialize()  # no python function in the graph
+    clone = Pipeline.deserialize(serialized_pipeline=serialized, batch_size=BATCH, num_threads=2, device_id=0)
+    clone.build()
+    for _ in range(ITERATIONS):
+        for a, b in zip(p.run(), clone.run()):
+            assert all(torch.equal(u, v) for u, v in zip(samples(a), samples(b)))
+
+
+def test_saliencymix_on_the_gpu_never_waits_for_the_device():
+    """perm and lam are consumed on the device: a host synchronisation in the batch function
+    (a .cpu(), .item() or bool() of a CUDA tensor) raises under torch's sync debug mode."""
+    pipe = gpu_pipeline(fmd.saliencymix, per_sample=True)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(ITERATIONS):
+            pipe.run()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_the_gpu_batch_reaches_the_kernels_without_a_stack_copy():
+    from fastmix.dali._batch import batch_tensor
+
+    seen = []
+
+    def record(images):
+        batch = batch_tensor(images)
+        seen.append(batch.data_ptr() == images[0].data_ptr() and batch.shape[0] == len(images))
+        return {"images": batch + 1}
+
+    @pipeline_def(batch_size=BATCH, num_threads=2, device_id=0, seed=0)
+    def pipe():
+        x = fn.external_source(source=image_source(), batch=True, layout="HWC").gpu()
+        return x, call_torch(record, {"images": x}, ("images",), device="gpu")["images"]
+
+    p = pipe()
+    p.build()
+    for _ in range(ITERATIONS):
+        x, y = p.run()
+        assert all(torch.equal(b, a + 1) for a, b in zip(samples(x), samples(y)))
+    assert seen and all(seen)  # DALI's GPU batches are contiguous: viewed, not stacked
 
 
 def test_gpu_pipeline_is_reproducible_from_its_seed():

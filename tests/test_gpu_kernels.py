@@ -215,3 +215,105 @@ def test_compile_fullgraph(device):
     expected, expected_lam = step(x)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(lam_out, expected_lam)
+
+
+# --- issue 12: grids, perm, NaN, channel-parallel chunks on the real compiler -------------------
+
+def test_8192x8192_frames_launch(device):
+    """65,536 pixel tiles per plane: more than CUDA's grid axis 1 allows; the 1-D grid has no
+    such limit. Compared with the PyTorch path on the same GPU."""
+    x = random_images((2, 1, 8192, 8192), torch.float16, False, device, seed=3)
+    perm, lam = torch.tensor([1, 0], device=device), torch.tensor([0.25, 0.75], device=device)
+    assert_images_close(ops.mixup_blend(x, perm, lam, backend="triton"), ops.mixup_blend(x, perm, lam, backend="pytorch"))
+    g = torch.rand(2, 8192, 8192, device=device)
+    shifts = torch.tensor([[100, -7], [-4000, 3]], device=device)
+    mixed, mask, lam_out = ops.sage_mask_blend(x, perm, g, g.flip(0), shifts, backend="triton")
+    e_mixed, e_mask, e_lam = ops.sage_mask_blend(x, perm, g, g.flip(0), shifts, backend="pytorch")
+    torch.testing.assert_close(mask, e_mask, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(lam_out, e_lam, rtol=1e-5, atol=1e-6)
+    assert_images_close(mixed, e_mixed)
+
+
+@pytest.mark.parametrize("shape", [(64, 512, 7, 7), (100, 3, 32, 32)], ids=["feature_map", "cifar"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_parallel_chunks(device, shape, channels_last):
+    x = random_images(shape, torch.float32, channels_last, device, seed=4)
+    batch = shape[0]
+    gen = torch.Generator(device=device).manual_seed(5)
+    perm = torch.randperm(batch, generator=gen, device=device)
+    lam = torch.rand(batch, generator=gen, device=device)
+    assert_images_close(ops.mixup_blend(x, perm, lam, backend="triton"), ops.mixup_blend(x, perm, lam, backend="pytorch"))
+    g1, g2 = torch.rand(2, batch, *shape[2:], generator=gen, device=device)
+    shifts = torch.stack([torch.randint(1 - shape[2], shape[2], (batch,), generator=gen, device=device),
+                          torch.randint(1 - shape[3], shape[3], (batch,), generator=gen, device=device)], dim=1)
+    result = ops.sage_mask_blend(x, perm, g1, g2, shifts, backend="triton")
+    expected = ops.sage_mask_blend(x, perm, g1, g2, shifts, backend="pytorch")
+    assert_images_close(result[0], expected[0])
+    torch.testing.assert_close(result[2], expected[2], rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_kernels_propagate_nan_like_pytorch(device):
+    """Compiled tl.maximum drops NaN; the kernels' max_nan must not (the interpreter cannot show this)."""
+    x = random_images((3, 2, 9, 11), torch.float32, False, device, seed=6)
+    x[1, 0, 4, 4] = float("nan")
+    perm, lam = torch.tensor([1, 2, 0], device=device), torch.tensor([0.3, 0.5, 0.9], device=device)
+    torch.testing.assert_close(ops.mixup_blend(x, perm, lam, backend="triton"),
+                               ops.mixup_blend(x, perm, lam, backend="pytorch"), equal_nan=True, rtol=1e-5, atol=1e-6)
+    g1, g2 = torch.rand(2, 3, 9, 11, device=device)
+    g1[0, 2, 2] = float("nan")
+    g2[2, 0, 0] = float("nan")
+    shifts = torch.tensor([[0, 0], [1, 1], [-2, 3]], device=device)
+    for got, want in zip(ops.sage_mask_blend(x, perm, g1, g2, shifts, backend="triton"),
+                         ops.sage_mask_blend(x, perm, g1, g2, shifts, backend="pytorch")):
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-6)
+    every = torch_sage.all_shifts(9, 11, device=device)
+    got, _ = ops.sage_scores(g1, g2, every, backend="triton")
+    want, _ = ops.sage_scores(g1, g2, every, backend="pytorch")
+    assert torch.isnan(want).any()
+    torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-6)
+    mass = torch.tensor([0.2, float("nan"), 0.5], device=device)
+    for got, want in zip(ops.sage_saliency(x.nan_to_num(), perm, mass, 3, 1.0, backend="triton"),
+                         ops.sage_saliency(x.nan_to_num(), perm, mass, 3, 1.0, backend="pytorch")):
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-7)
+
+
+def test_cpu_perm_is_checked_on_the_host_without_a_device_sync(device):
+    x = random_images((3, 3, 8, 8), torch.float32, False, device, seed=7)
+    lam = torch.rand(3, device=device)
+    # Inputs first: creating a CUDA tensor from a Python list is itself a synchronising copy.
+    perm, bad_perm, device_perm = torch.tensor([2, 0, 1]), torch.tensor([2, 3, 1]), torch.tensor([2, 0, 1], device=device)
+    boxes = torch.tensor([[1, 5, 2, 6]] * 3, device=device)
+    shifts = torch.tensor([[1, -1]] * 3, device=device)
+    candidates = torch_sage.all_shifts(8, 8, device=device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = ops.mixup_blend(x, perm, lam, backend="triton")  # CPU perm: checked on the host, copied, no sync
+        with pytest.raises(ValueError, match="outside"):
+            ops.mixup_blend(x, bad_perm, lam, backend="triton")
+        ops.mixup_blend(x, device_perm, lam, backend="triton")  # device perm: an asynchronous assert only
+        # Every Triton op launches and returns without waiting for the GPU.
+        ops.box_paste(x, perm, boxes, backend="triton")
+        ops.box_fill(x, boxes, 0.5, backend="triton")
+        g1, g2 = ops.sage_saliency(x, perm, lam, 3, 1.0, backend="triton")
+        ops.sage_scores(g1, g2, candidates, backend="triton")
+        ops.sage_mask_blend(x, perm, g1, g2, shifts, backend="triton")
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert_images_close(out, ops.mixup_blend(x, device_perm, lam, backend="pytorch"))
+
+
+def test_bad_device_perm_fails_with_a_device_assert_not_an_illegal_address(tmp_path):
+    """A device perm is checked asynchronously; the failure (which ends the CUDA context) shows
+    at the next synchronisation, in a subprocess so this session's context survives."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from fastmix import ops\n"
+            "x = torch.rand(3, 3, 8, 8, device='cuda')\n"
+            "ops.mixup_blend(x, torch.tensor([0, 5, 1], device='cuda'), torch.rand(3, device='cuda'), backend='triton')\n"
+            "torch.cuda.synchronize()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    output = run.stdout + run.stderr
+    assert "assert" in output.lower() and "illegal memory access" not in output.lower(), output[-2000:]

@@ -5,9 +5,11 @@ NVRTC comes from pip: ``cupy-cuda13x`` finds ``libnvrtc.so.13`` of the ``nvidia-
 through ``cuda-pathfinder`` (install both; ``cupy-cuda13x[ctk]`` also works but pulls the whole
 toolkit). Without them these tests FAIL, on purpose: CI must not silently skip the compile check.
 """
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def test_wheel_ships_every_module_and_kernel(tmp_path):
     tree = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist")
     tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (REPO / name).exists():
             shutil.copy(REPO / name, tree / name)
     for folder in ("fastmix", "kernels"):
@@ -76,3 +78,39 @@ def test_wheel_ships_every_module_and_kernel(tmp_path):
     missing += sorted(modules - names)
     assert not missing, (f"the wheel lacks {missing}: pyproject.toml must map the data package fastmix.kernels to "
                          "kernels/ and list every fastmix package")
+
+
+def test_resource_usage_of_every_kernel_function():
+    """fastmix.backends.cupy.aot: each source to cubin for sm_75 / sm_80 / sm_90 with NVRTC's
+    ptxas resource report; every extern "C" __global__ function reports its registers."""
+    load_nvrtc()
+    from fastmix.backends.cupy import aot
+
+    summary = aot.run()
+    failed = [(r["source"], r["arch"], r["error"], r["log"][:500]) for r in summary["results"] if not r["ok"]]
+    assert not failed, failed
+    assert summary["passed"] and {r["arch"] for r in summary["results"]} == set(aot.ARCHITECTURES)
+    for path in SOURCES:
+        source = path.read_text(encoding="utf-8")
+        declared = set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', source))
+        assert declared, f"no extern \"C\" __global__ kernels found in {path.name}"
+        for result in summary["results"]:
+            if result["source"] == path.name:
+                assert declared <= set(result["functions"]), (path.name, result["arch"], result["functions"])
+                assert all(0 < f["regs"] <= 255 for f in result["functions"].values())
+    assert "| copy_paste.cu |" in aot.markdown(summary)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_nvcc_agrees_when_installed(arch):
+    """With the CUDA toolkit: nvcc builds the same sources to cubin, warnings as errors."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed (the NVRTC tests above are the required check)")
+    for source in SOURCES:
+        with tempfile.TemporaryDirectory() as folder:
+            build = subprocess.run([nvcc, "-cubin", f"-arch={arch}", "--resource-usage", "-Werror", "all-warnings",
+                                    "-o", str(Path(folder) / "out.cubin"), str(source)],
+                                   capture_output=True, text=True)
+        assert build.returncode == 0, f"{source.name} {arch}:\n{build.stdout}{build.stderr}"
+        assert "registers" in build.stdout + build.stderr

@@ -164,7 +164,7 @@ def test_auto_resolves_to_pytorch_on_cpu_and_triton_can_be_forced():
     x = images(dtype=torch.float32)
     assert ops.resolve("auto", x) == "pytorch"
     assert ops.resolve("triton", x) == "triton"
-    assert dispatch.BACKENDS == ("auto", "pytorch", "triton")
+    assert dispatch.BACKENDS == ("auto", "pytorch", "triton", "numba")
     with pytest.raises(ValueError, match="backend must be one of"):
         ops.mixup_blend(x, PERM, torch.rand(3), backend="cuda")
 

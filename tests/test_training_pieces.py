@@ -82,8 +82,10 @@ def test_saliency_step_restores_mode_and_validates():
 
 
 @pytest.mark.parametrize("transform", [
-    fastmix.MixUp(5, seed=0), fastmix.CutMix(5, seed=0, per_sample=True), fastmix.CutOut(5, seed=0),
-    fastmix.SaliencyMix(5, seed=0), fastmix.SageMix(5, seed=0, model=tiny_model(), rand_pos=0.05),
+    fastmix.MixUp(num_classes=5, seed=0), fastmix.CutMix(num_classes=5, seed=0, per_sample=True),
+    fastmix.CutOut(num_classes=5, seed=0),
+    fastmix.SaliencyMix(num_classes=5, seed=0),
+    fastmix.SageMix(num_classes=5, seed=0, model=tiny_model(), rand_pos=0.05),
 ])
 def test_transforms_return_images_and_soft_targets(transform):
     x = torch.rand(4, 3, 16, 16)
@@ -97,11 +99,11 @@ def test_transforms_return_images_and_soft_targets(transform):
 
 def test_transforms_reproducible_with_seed_and_label_smoothing():
     x, y = torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
-    a = fastmix.CutMix(4, seed=3, label_smoothing=0.1)(x, y)
-    b = fastmix.CutMix(4, seed=3, label_smoothing=0.1)(x, y)
+    a = fastmix.CutMix(num_classes=4, seed=3, label_smoothing=0.1)(x, y)
+    b = fastmix.CutMix(num_classes=4, seed=3, label_smoothing=0.1)(x, y)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert float(a[1].min()) >= 0.1 / 4 - 1e-7
     with pytest.raises(ValueError, match="SageMix needs"):
-        fastmix.SageMix(4)(x, y)
+        fastmix.SageMix(num_classes=4)(x, y)
     with pytest.raises(ValueError, match="num_classes"):
-        fastmix.MixUp(0)
+        fastmix.MixUp(num_classes=0)

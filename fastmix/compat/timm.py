@@ -1,64 +1,208 @@
-"""A drop-in replacement for `timm.data.Mixup`, backed by fastmix's `mixup` and `cutmix` operators.
+"""Drop-in replacements for `timm.data.mixup`, backed by fastmix's mixing ops.
 
     from fastmix.compat.timm import Mixup          # instead of: from timm.data import Mixup
     mixup_fn = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=1000)
     images, targets = mixup_fn(images, labels)     # targets: float32 [B, num_classes]
 
-Kept from timm (timm/data/mixup.py, timm 1.0.x):
+    from fastmix.compat.timm import FastCollateMixup   # a DataLoader collate_fn, uint8 in and out
+    loader = DataLoader(dataset, batch_size=256, collate_fn=FastCollateMixup(mixup_alpha=0.8, ...))
+
+Checked against timm 1.0.31 (tests_peers/ compares with the real package). Kept from timm
+(timm/data/mixup.py):
+- `Mixup(mixup_alpha=1., cutmix_alpha=0., cutmix_minmax=None, prob=1.0, switch_prob=0.5,
+  mode='batch', correct_lam=True, label_smoothing=0.1, num_classes=1000, multi_label=False)`, and
+  `FastCollateMixup` with the same arguments; `mixup_enabled = False` turns mixing off.
 - Pairing: sample i is mixed with sample B-1-i (`x.flip(0)`), in every mode.
-- 'batch': one lam for the batch; with probability `prob` the batch is mixed, otherwise it is left
-  alone (lam = 1). 'elem': the same draws per sample. 'pair': one draw per pair (i, B-1-i),
-  applied to both members symmetrically (each keeps lam of its own label). 'half': per-sample
-  draws for the first B/2 samples, mixed with their partners B-1-i; only those B/2 samples and
-  their targets are returned (what timm's FastCollateMixup does with mode='half').
-- With both `mixup_alpha > 0` and `cutmix_alpha > 0`, CutMix is used with probability
-  `switch_prob`, Mixup otherwise; lam ~ Beta(alpha, alpha) of the chosen operator.
-- CutMix box (`rand_bbox`): cut = int(H*sqrt(1-lam)) x int(W*sqrt(1-lam)) around a uniform integer
-  centre, extending cut//2 each way, clipped to the image (the same geometry as `fastmix.cutmix`).
-  With `cutmix_minmax=(lo, hi)` (`rand_bbox_minmax`): each side is a uniform integer in
-  [int(size*lo), int(size*hi)) and the box is placed uniformly inside the image; cutmix_alpha is
-  forced to 1.0 (its lam only gates the mix) and lam is always corrected.
-- `correct_lam=True`: a CutMix lam is replaced by 1 - box area / (H*W); with False the drawn lam is
-  kept although the clipped box may cover less than 1 - lam of the image.
+- Modes: 'batch' one draw for the batch (with probability `prob` the batch is mixed, otherwise
+  lam = 1); 'elem' the same draws per sample; 'pair' one draw per pair (i, B-1-i) applied to both
+  members. 'half': `Mixup` treats it as 'batch' (as timm's Mixup does); `FastCollateMixup` draws
+  per sample for the first B/2 samples, mixes them with their partners B-1-i and returns only
+  those B/2 samples and targets.
+- With both alphas > 0, CutMix is chosen with probability `switch_prob`, Mixup otherwise; lam ~
+  Beta(alpha, alpha) of the chosen operator.
+- `rand_bbox`: cut = int(H*sqrt(1-lam)) x int(W*sqrt(1-lam)) around a uniform integer centre
+  (cy, cx), rows [cy - cut//2, cy + (cut+1)//2) clipped to the image (timm >= 1.0.29: the box
+  is `cut` pixels long whenever it is not clipped). `rand_bbox_minmax` (`cutmix_minmax=(lo,
+  hi)`): each side a uniform integer in [int(size*lo), int(size*hi)), placed uniformly inside
+  the image; cutmix_alpha is forced to 1.0 (its lam only gates the mix) and lam is corrected.
+  In 'elem'/'pair'/'half' the box size is computed from the float32 lam, in 'batch' from the
+  float64 one, as timm does.
+- `correct_lam=True`: a CutMix lam becomes 1 - box area / (H*W).
 - Targets (`mixup_target`): off = smoothing / num_classes, on = 1 - smoothing + off,
-  t = lam * onehot(y) + (1 - lam) * onehot(y.flip(0)).
-- `mixup_enabled = False` turns mixing off (targets are still smoothed).
+  t = lam * onehot(y) + (1 - lam) * onehot(y.flip(0)); `multi_label=True` takes dense [B,
+  num_classes] targets and smooths them toward 0.5: t * (1 - smoothing) + 0.5 * smoothing.
+- `FastCollateMixup(batch)`: a list of (uint8 image [C, H, W] as NumPy array or tensor, target)
+  gives (uint8 tensor [B, C, H, W] (B/2 in 'half'), float32 targets); blends are computed in
+  float32 and rounded half to even, as timm's np.rint; targets are collated with
+  `default_collate`.
+- `rand_bbox`, `rand_bbox_minmax`, `cutmix_bbox_and_lam`, `mixup_target` and `one_hot` with
+  timm's signatures, returning what timm returns (NumPy integers or arrays for the boxes).
 
 Deliberate differences:
-- The input batch is never modified; a new tensor is returned (timm mixes in place).
-- 'batch' and 'elem' accept an odd batch: the middle sample is paired with itself, which leaves
-  it and its label unchanged. timm asserts an even batch. 'pair' and 'half' need an even batch
-  and raise ValueError.
-- Random draws come from a `torch.Generator` (`generator=`, see `fastmix.distributed` for one
-  per rank), not from the global `np.random`; the parameters of a call can be drawn with
-  `make_params` and injected with `mixup_fn(x, target, params=...)`.
-- The `rand_bbox_minmax` origin may be any position that keeps the box inside the image,
-  including the last one (older timm excluded it; timm PR #2739 fixed that).
-- uint8 images are blended in float32 and rounded (timm's in-place blend fails on uint8); soft
-  labels [B, num_classes] are accepted as well as class indices.
+- Random draws come from a `torch.Generator` (`generator=`, keyword only; None: torch's global
+  generator, so `torch.manual_seed` makes a run reproducible, not `np.random.seed`). The
+  parameters of a call can be drawn with `make_params` and injected with `params=...`.
+- Inputs are never modified: `Mixup` returns a new tensor (timm mixes `x` in place), and
+  `FastCollateMixup` never writes into the samples (timm's 'pair' and 'half' CutMix write the
+  partner's box into the dataset's arrays).
+- 'batch' and 'elem' accept an odd batch: the middle sample is paired with itself, which leaves it
+  and its label unchanged (timm asserts an even batch). 'pair' and 'half' need an even batch and
+  raise ValueError.
+- uint8 images are accepted by `Mixup` (blended in float32 and rounded); soft labels [B, C] are
+  accepted as well as class indices (smoothed as t * (1 - s) + s / C). Targets are float32 and
+  per-sample target lams float32 whatever the images' dtype (timm's per-sample modes round them
+  to the images' dtype, e.g. bfloat16, and return float64 targets for float64 images).
 - An unknown `mode` raises ValueError (timm falls back to 'batch'); a Mixup with neither operator
-  active raises at construction (timm raises at the first call).
+  active raises at construction (timm at the first call); bad arguments raise ValueError/TypeError
+  instead of asserting.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from .. import dispatch
 from .. import params as draws
 from .._checks import check_images
-from ..backends.pytorch.blend import box_area_lam
-from ..labels import mix_targets
-from ..operators.boxes import cutmix
-from ..operators.mixup import mixup
 
 MODES = ("batch", "pair", "elem", "half")
 
 
+def _integer(value, name: str, *, minimum: int) -> int:
+    """A Python or NumPy integer (not a bool) >= minimum, as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _randint(low, high, count, generator):
+    """NumPy's randint(low, high, size=count) drawn from a torch.Generator: a Python int when
+    count is None (as NumPy returns), else an int64 array; `high` may be an array (per-element
+    bounds). low >= high raises ValueError, as NumPy does."""
+    low_a, high_a = np.asarray(low, dtype=np.int64), np.asarray(high, dtype=np.int64)
+    if bool(np.any(low_a >= high_a)):
+        raise ValueError(f"low >= high: no integer in [{low}, {high})")
+    shape = () if count is None else (int(count),)
+    span = torch.from_numpy(np.broadcast_to(high_a - low_a, shape).copy())
+    drawn = draws.randint(span, shape, generator).numpy() + low_a
+    return int(drawn) if count is None else drawn
+
+
+# ---- timm's functions ---------------------------------------------------------------------------
+
+def one_hot(x, num_classes, on_value=1., off_value=0.):
+    """timm's one_hot: float32 [B, num_classes] with on_value at the class index, off_value elsewhere."""
+    x = x.long().view(-1, 1)
+    return torch.full((x.size()[0], _integer(num_classes, "num_classes", minimum=1)), off_value,
+                      device=x.device).scatter_(1, x, on_value)
+
+
+def mixup_target(target, num_classes, lam=1., smoothing=0.0, multi_label=False):
+    """timm's mixup_target: smoothed targets mixed with their flipped batch, lam * y + (1 - lam) * y.flip(0).
+
+    `lam` is a number or a tensor [B, 1]. Class indices [B] are one-hot encoded with on = 1 - s +
+    s/C and off = s/C; with multi_label=True, dense targets [B, num_classes] are smoothed toward
+    0.5. Soft labels [B, num_classes] (floating point, multi_label False) are a fastmix extension:
+    t * (1 - s) + s / C."""
+    num_classes = _integer(num_classes, "num_classes", minimum=1)
+    target = torch.as_tensor(target)
+    if multi_label:
+        if target.ndim != 2 or target.shape[1] != num_classes:
+            raise ValueError('Multi-label mixup expects dense targets shaped (batch, num_classes).')
+        y1 = target.float() * (1. - smoothing) + 0.5 * smoothing
+    elif target.ndim == 2 and target.dtype.is_floating_point:
+        if target.shape[1] != num_classes:
+            raise ValueError(f"soft targets have {target.shape[1]} classes but num_classes={num_classes}")
+        y1 = target.float() * (1. - smoothing) + smoothing / num_classes
+    else:
+        if target.ndim != 1 or target.dtype.is_floating_point or target.dtype == torch.bool:
+            raise ValueError("targets must be class indices [B] (or soft labels [B, num_classes], or dense "
+                             f"multi-label targets with multi_label=True), got {target.dtype} {tuple(target.shape)}")
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= num_classes):
+            raise ValueError(f"class indices must lie in [0, {num_classes}), got range "
+                             f"[{int(target.min())}, {int(target.max())}]")
+        off_value = smoothing / num_classes
+        on_value = 1. - smoothing + off_value
+        y1 = one_hot(target, num_classes, on_value=on_value, off_value=off_value)
+    if isinstance(lam, torch.Tensor):
+        lam = lam.to(y1.device)
+    y2 = y1.flip(0)
+    return y1 * lam + y2 * (1. - lam)
+
+
+def bbox_at(img_shape, lam, cy, cx):
+    """The deterministic part of `rand_bbox`: the box of `lam` around the centre (cy, cx).
+
+    (yl, yh, xl, xh) half-open, clipped to the image; NumPy arithmetic in lam's dtype (float32
+    for a float32 lam, as timm's per-element modes; float64 for a Python float)."""
+    img_h, img_w = img_shape[-2:]
+    ratio = np.sqrt(1 - lam)
+    cut_h, cut_w = np.asarray(img_h * ratio).astype(np.int64), np.asarray(img_w * ratio).astype(np.int64)
+    def clip(value, high):  # np.clip's result, without its ~10 us of overhead per call
+        return np.minimum(np.maximum(value, 0), high)
+    yl = clip(cy - cut_h // 2, img_h)
+    yh = clip(cy + (cut_h + 1) // 2, img_h)
+    xl = clip(cx - cut_w // 2, img_w)
+    xh = clip(cx + (cut_w + 1) // 2, img_w)
+    return yl, yh, xl, xh
+
+
+def rand_bbox(img_shape, lam, margin=0., count=None, *, generator: torch.Generator | None = None):
+    """timm's rand_bbox: a CutMix box of `lam` around a uniform integer centre.
+
+    The centre keeps `margin` * cut pixels from each border. Returns (yl, yh, xl, xh) as NumPy
+    integers, or int64 arrays of `count` boxes."""
+    img_h, img_w = img_shape[-2:]
+    ratio = np.sqrt(1 - lam)
+    cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
+    margin_y, margin_x = int(margin * cut_h), int(margin * cut_w)
+    cy = _randint(0 + margin_y, img_h - margin_y, count, generator)
+    cx = _randint(0 + margin_x, img_w - margin_x, count, generator)
+    return bbox_at(img_shape, lam, cy, cx)
+
+
+def rand_bbox_minmax(img_shape, minmax, count=None, *, generator: torch.Generator | None = None):
+    """timm's rand_bbox_minmax: sides uniform in [int(size*min), int(size*max)), the box placed
+    uniformly inside the image. Returns (yl, yu, xl, xu)."""
+    if len(minmax) != 2:
+        raise ValueError(f"minmax must be (min, max), got {minmax!r}")
+    img_h, img_w = img_shape[-2:]
+    cut_h = _randint(int(img_h * minmax[0]), int(img_h * minmax[1]), count, generator)
+    cut_w = _randint(int(img_w * minmax[0]), int(img_w * minmax[1]), count, generator)
+    yl = _randint(0, img_h - np.asarray(cut_h) + 1, count, generator)
+    xl = _randint(0, img_w - np.asarray(cut_w) + 1, count, generator)
+    return yl, yl + cut_h, xl, xl + cut_w
+
+
+def cutmix_bbox_and_lam(img_shape, lam, ratio_minmax=None, correct_lam=True, count=None, *,
+                        generator: torch.Generator | None = None):
+    """timm's cutmix_bbox_and_lam: a box, and lam corrected to 1 - box area / (H*W) when
+    `correct_lam` or `ratio_minmax` is set."""
+    if ratio_minmax is not None:
+        yl, yu, xl, xu = rand_bbox_minmax(img_shape, ratio_minmax, count=count, generator=generator)
+    else:
+        yl, yu, xl, xu = rand_bbox(img_shape, lam, count=count, generator=generator)
+    if correct_lam or ratio_minmax is not None:
+        bbox_area = (yu - yl) * (xu - xl)
+        lam = 1. - bbox_area / float(img_shape[-2] * img_shape[-1])
+    return (yl, yu, xl, xu), lam
+
+
+# ---- parameters ----------------------------------------------------------------------------------
+
 @dataclass
 class TimmMixParams:
     """The random parameters of one call, one row per mixing unit: 1 unit in 'batch' mode, B in
-    'elem', B/2 in 'pair' and 'half' (unit i pairs sample i with sample B-1-i).
+    'elem', B/2 in 'pair' and in FastCollateMixup's 'half' (unit i pairs sample i with B-1-i).
 
     lam:        float32 [n], the weight of the unit's own label (already area-corrected where
                 timm corrects it); 1 means the unit is not mixed.
@@ -80,10 +224,17 @@ class TimmMixParams:
                              f"{self.use_cutmix.shape[0]} and {self.boxes.shape[0]} rows")
         if self.boxes.dtype.is_floating_point or self.boxes.dtype == torch.bool:
             raise TypeError(f"boxes must be an integer tensor of (y1, y2, x1, x2), got {self.boxes.dtype}")
-        if not bool(torch.isfinite(self.lam).all()) or bool((self.lam < 0).any() | (self.lam > 1).any()):
+        if not bool(((self.lam >= 0) & (self.lam <= 1)).all()):
             raise ValueError("lam must lie in [0, 1]")
         self.boxes = self.boxes.long()
 
+    def check_boxes(self, height: int, width: int) -> None:
+        y1, y2, x1, x2 = self.boxes[self.use_cutmix].unbind(1)
+        if not bool(((y1 >= 0) & (y1 <= y2) & (y2 <= height) & (x1 >= 0) & (x1 <= x2) & (x2 <= width)).all()):
+            raise ValueError(f"CutMix boxes must satisfy 0 <= y1 <= y2 <= {height} and 0 <= x1 <= x2 <= {width}")
+
+
+# ---- Mixup ----------------------------------------------------------------------------------------
 
 class Mixup:
     """timm.data.Mixup's constructor and call, `mixup_fn(x, target) -> (x_mixed, soft_targets)`.
@@ -94,10 +245,11 @@ class Mixup:
     """
 
     def __init__(self, mixup_alpha=1., cutmix_alpha=0., cutmix_minmax=None, prob=1.0, switch_prob=0.5,
-                 mode='batch', correct_lam=True, label_smoothing=0.1, num_classes=1000, *,
+                 mode='batch', correct_lam=True, label_smoothing=0.1, num_classes=1000, multi_label=False, *,
                  generator: torch.Generator | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        mixup_alpha, cutmix_alpha = _real(mixup_alpha, "mixup_alpha"), _real(cutmix_alpha, "cutmix_alpha")
         if cutmix_minmax is not None:
             if len(cutmix_minmax) != 2 or not 0.0 <= cutmix_minmax[0] < cutmix_minmax[1] <= 1.0:
                 raise ValueError(f"cutmix_minmax must be (min, max) with 0 <= min < max <= 1, got {cutmix_minmax}")
@@ -106,33 +258,35 @@ class Mixup:
             raise ValueError(f"alphas must be >= 0, got mixup_alpha={mixup_alpha}, cutmix_alpha={cutmix_alpha}")
         if mixup_alpha == 0 and cutmix_alpha == 0:
             raise ValueError("nothing to do: set mixup_alpha > 0, cutmix_alpha > 0 or cutmix_minmax")
-        for name, value in (("prob", prob), ("switch_prob", switch_prob)):
-            if not 0.0 <= value <= 1.0:
+        for name, value in (("prob", prob), ("switch_prob", switch_prob), ("label_smoothing", label_smoothing)):
+            if not 0.0 <= _real(value, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        self.mixup_alpha = float(mixup_alpha)
-        self.cutmix_alpha = float(cutmix_alpha)
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
         self.cutmix_minmax = None if cutmix_minmax is None else tuple(float(v) for v in cutmix_minmax)
         self.mix_prob = float(prob)
         self.switch_prob = float(switch_prob)
         self.label_smoothing = float(label_smoothing)
-        self.num_classes = num_classes
+        self.num_classes = _integer(num_classes, "num_classes", minimum=1)
+        self.multi_label = bool(multi_label)
         self.mode = mode
         self.correct_lam = bool(correct_lam)
         self.mixup_enabled = True  # a training loop may switch mixing off, as with timm
         self.generator = generator
         self.last_params: TimmMixParams | None = None
 
+    # Mixup treats 'half' as 'batch' (timm's Mixup does); FastCollateMixup overrides this.
+    _PER_UNIT = {"batch": False, "half": False, "elem": True, "pair": True}
+
     def units(self, batch: int) -> int:
         """How many parameter rows a batch of `batch` samples needs in this mode."""
-        if self.mode in ("pair", "half") and batch % 2:
+        if self.mode in ("pair", "half") and self._PER_UNIT[self.mode] and batch % 2:
             raise ValueError(f"mode '{self.mode}' pairs sample i with sample B-1-i and needs an even batch, got {batch}")
-        return {"batch": 1, "elem": batch}.get(self.mode, batch // 2)
+        if not self._PER_UNIT[self.mode]:
+            return 1
+        return batch if self.mode == "elem" else batch // 2
 
     def make_params(self, batch: int, height: int, width: int) -> TimmMixParams:
         """Draw the parameters of one call for a [batch, C, height, width] input."""
@@ -140,7 +294,7 @@ class Mixup:
         lam = torch.ones(units)
         use_cutmix = torch.zeros(units, dtype=torch.bool)
         boxes = torch.zeros(units, 4, dtype=torch.long)
-        if not self.mixup_enabled:
+        if not self.mixup_enabled or units == 0:
             return TimmMixParams(lam, use_cutmix, boxes)
         gen = self.generator
         if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
@@ -155,57 +309,50 @@ class Mixup:
         mixed = draws.uniform(units, 0.0, 1.0, gen) < self.mix_prob
         lam = torch.where(mixed, lam_draw, lam)
         use_cutmix = use_cutmix & (lam < 1.0)  # timm only touches units whose lam is not 1
-        if bool(use_cutmix.any()):
-            drawn = self._draw_boxes(lam, height, width)
-            boxes = torch.where(use_cutmix[:, None], drawn, boxes)
-            if self.correct_lam or self.cutmix_minmax is not None:
-                lam = torch.where(use_cutmix, box_area_lam(boxes, height, width), lam)
+        count = int(use_cutmix.sum())
+        if count:
+            lam_cut = lam[use_cutmix].numpy()
+            if not self._PER_UNIT[self.mode]:
+                lam_cut = lam_cut.astype(np.float64)  # timm's per-batch lam is a Python float
+            (y1, y2, x1, x2), corrected = self._draw_boxes(lam_cut, height, width, count)
+            boxes[use_cutmix] = torch.from_numpy(np.stack([y1, y2, x1, x2], axis=1).astype(np.int64))
+            lam[use_cutmix] = torch.from_numpy(np.asarray(corrected, dtype=np.float32))
         return TimmMixParams(lam, use_cutmix, boxes)
 
-    def _draw_boxes(self, lam: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        units, gen = lam.shape[0], self.generator
-        if self.cutmix_minmax is None:
-            cy = draws.randint(height, (units,), gen)
-            cx = draws.randint(width, (units,), gen)
-            return draws.box_from_lam(lam, height, width, cy, cx)
-        lo, hi = self.cutmix_minmax
-        sides = []
-        for size in (height, width):
-            low, high = int(size * lo), int(size * hi)
-            if high <= low:
-                raise ValueError(f"cutmix_minmax={self.cutmix_minmax} leaves no box size for an image side of "
-                                 f"{size} px: int({size}*{lo}) = {low} >= int({size}*{hi}) = {high}")
-            sides.append(low + draws.randint(high - low, (units,), gen))
-        cut_h, cut_w = sides
-        y1 = draws.randint(height - cut_h + 1, (units,), gen)
-        x1 = draws.randint(width - cut_w + 1, (units,), gen)
-        return torch.stack([y1, y1 + cut_h, x1, x1 + cut_w], dim=1)
+    def _draw_boxes(self, lam: np.ndarray, height: int, width: int, count: int):
+        shape = (height, width)
+        if self.cutmix_minmax is not None:
+            lo, hi = self.cutmix_minmax
+            for size in shape:
+                if int(size * hi) <= int(size * lo):
+                    raise ValueError(f"cutmix_minmax={self.cutmix_minmax} leaves no box size for an image side of "
+                                     f"{size} px: int({size}*{lo}) = {int(size * lo)} >= int({size}*{hi}) = "
+                                     f"{int(size * hi)}")
+            return cutmix_bbox_and_lam(shape, lam, self.cutmix_minmax, self.correct_lam, count=count,
+                                       generator=self.generator)
+        cy = _randint(0, height, count, self.generator)
+        cx = _randint(0, width, count, self.generator)
+        box = bbox_at(shape, lam, cy, cx)
+        if not self.correct_lam:
+            return box, lam
+        yl, yh, xl, xh = box
+        return box, 1. - (yh - yl) * (xh - xl) / float(height * width)
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor, params: TimmMixParams | None = None):
-        """(x_mixed, targets float32 [B, num_classes]); B/2 of each in 'half' mode."""
-        check_images(x, name="x")
-        batch, _, height, width = x.shape
-        target = torch.as_tensor(target)
-        if target.dim() == 0 or target.shape[0] != batch:
-            raise ValueError(f"target must have one entry per sample ({batch}), got shape {tuple(target.shape)}")
+    def _check_call(self, batch: int, params: TimmMixParams | None, height: int, width: int) -> TimmMixParams:
         if params is None:
-            params = self.make_params(batch, height, width)
-        elif params.lam.shape[0] != self.units(batch):
+            return self.make_params(batch, height, width)
+        if not isinstance(params, TimmMixParams):
+            raise TypeError(f"params must be a TimmMixParams, got {type(params).__name__}")
+        if params.lam.shape[0] != self.units(batch):
             raise ValueError(f"mode '{self.mode}' needs {self.units(batch)} parameter rows for a batch of "
                              f"{batch}, got {params.lam.shape[0]}")
-        self.last_params = params
-        lam, use_cutmix, boxes = self._per_sample(params, batch)
-        flip = torch.arange(batch - 1, -1, -1)
-        images = _mix(x, flip, lam, use_cutmix, boxes)
-        targets = mix_targets(target, flip, lam, self.num_classes, self.label_smoothing).to(x.device)
-        if self.mode == "half":
-            return images[: batch // 2], targets[: batch // 2]
-        return images, targets
+        params.check_boxes(height, width)
+        return params
 
     def _per_sample(self, params: TimmMixParams, batch: int):
         """Expand unit rows to one row per sample (lam [B], use_cutmix [B], boxes [B, 4])."""
         lam, use_cutmix, boxes = params.lam, params.use_cutmix, params.boxes
-        if self.mode == "batch":
+        if not self._PER_UNIT[self.mode]:
             return lam.expand(batch).clone(), use_cutmix.expand(batch).clone(), boxes.expand(batch, 4).clone()
         if self.mode == "pair":  # sample B-1-i reuses unit i's draw: mirror the rows
             return (torch.cat([lam, lam.flip(0)]), torch.cat([use_cutmix, use_cutmix.flip(0)]),
@@ -216,24 +363,177 @@ class Mixup:
                     torch.cat([boxes, torch.zeros(rest, 4, dtype=torch.long)]))
         return lam, use_cutmix, boxes
 
+    def _targets(self, target: torch.Tensor, params: TimmMixParams, lam: torch.Tensor) -> torch.Tensor:
+        # timm passes the per-batch lam as a Python float and per-element lams as a [B, 1] tensor;
+        # both forms round differently in `1 - lam`, so the same forms are used here.
+        weight = float(params.lam[0]) if not self._PER_UNIT[self.mode] else lam.view(-1, 1)
+        return mixup_target(target, self.num_classes, weight, self.label_smoothing, self.multi_label)
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor, params: TimmMixParams | None = None):
+        """(x_mixed, targets float32 [B, num_classes]); the targets stay on the target's device."""
+        check_images(x, name="x")
+        batch, _, height, width = x.shape
+        target = torch.as_tensor(target)
+        if target.dim() == 0 or target.shape[0] != batch:
+            raise ValueError(f"target must have one entry per sample ({batch}), got shape {tuple(target.shape)}")
+        params = self._check_call(batch, params, height, width)
+        self.last_params = params
+        lam, use_cutmix, boxes = self._per_sample(params, batch)
+        flip = torch.arange(batch - 1, -1, -1)
+        images = _mix(x, flip, lam, use_cutmix, boxes)
+        return images, self._targets(target, params, lam)
+
 
 def _mix(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, use_cutmix: torch.Tensor,
-         boxes: torch.Tensor) -> torch.Tensor:
-    """Blend the Mixup samples and paste the CutMix samples' boxes, both from the unmixed batch."""
+         boxes: torch.Tensor, *, slice_paste: bool | None = None) -> torch.Tensor:
+    """Blend the Mixup samples and paste the CutMix samples' boxes, both from the unmixed batch.
+
+    `slice_paste` (default: on CPU tensors) copies the boxes of a batch that also blends sample
+    by sample; otherwise (one launch each on a GPU) a paste op and a per-sample select."""
     blend = (~use_cutmix) & (lam < 1.0)
     if not bool(blend.any() | use_cutmix.any()):
         return x.clone()
-    # A CutMix sample gets lam 1 in the blend and an empty box in the paste: each call leaves the
+    # A CutMix sample gets lam 1 in the blend and an empty box in the paste: each op leaves the
     # other operator's samples as they are, and the two results are combined per sample.
-    blended = mixup(x, perm=perm, lam=torch.where(use_cutmix, 1.0, lam)).images if bool(blend.any()) else None
-    pasted = None
-    if bool(use_cutmix.any()):
-        pasted = cutmix(x, perm=perm, boxes=torch.where(use_cutmix[:, None], boxes, 0)).images
+    blended = dispatch.mixup_blend(x, perm, torch.where(use_cutmix, 1.0, lam)) if bool(blend.any()) else None
+    if not bool(use_cutmix.any()):
+        return blended
+    if blended is not None and (x.device.type == "cpu" if slice_paste is None else slice_paste):
+        # on the CPU, copying each box into the fresh blend output beats a paste and a select
+        # over the whole batch (two more passes); the source is the unmixed input
+        box_list, partners = boxes.tolist(), perm.tolist()
+        for i in use_cutmix.nonzero().flatten().tolist():
+            y1, y2, x1, x2 = box_list[i]
+            blended[i, :, y1:y2, x1:x2] = x[partners[i], :, y1:y2, x1:x2]
+        return blended
+    pasted = dispatch.box_paste(x, perm, torch.where(use_cutmix[:, None], boxes, 0))
     if blended is None:
         return pasted
-    if pasted is None:
-        return blended
     return torch.where(use_cutmix.to(x.device).view(-1, 1, 1, 1), pasted, blended)
 
 
-__all__ = ["Mixup", "TimmMixParams", "MODES"]
+# ---- FastCollateMixup ---------------------------------------------------------------------------
+
+class FastCollateMixup(Mixup):
+    """timm.data.FastCollateMixup: a DataLoader `collate_fn` that stacks uint8 samples and mixes them.
+
+        collate = FastCollateMixup(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=1000)
+        images, targets = collate([(uint8 [C, H, W], label), ...])   # uint8 [B, C, H, W], float32 [B, K]
+
+    Every mode of `Mixup`; 'half' mixes the first B/2 samples with their partners B-1-i and
+    returns those B/2. The samples (NumPy arrays or CPU tensors, all uint8 of one shape) are
+    never modified. Blends round half to even in float32 arithmetic (timm's np.rint).
+
+    DataLoader workers: with `generator=None` (the default) draws come from torch's global RNG,
+    which the DataLoader seeds differently in each worker, as timm's np.random. A generator given
+    here is copied into every worker, which would then draw the same parameters: give each
+    worker its own in a `worker_init_fn` (`collate.generator = torch.Generator().manual_seed(...)`).
+
+    Speed: the batch is stacked once; pasted boxes are copied straight from the partner samples;
+    blended samples go through `fastmix.dispatch.mixup_blend` when the CPU has a fused backend
+    (numba, the `cpu` extra), else through a per-sample float32 blend that stays in cache (the
+    same arithmetic as the PyTorch path, bit for bit). In 'half' mode the fused kernel blends the
+    B stacked samples and keeps B/2, where timm blends only B/2.
+    """
+
+    _PER_UNIT = {"batch": False, "half": True, "elem": True, "pair": True}  # 'half': B/2 per-sample draws
+
+    def __call__(self, batch, _=None, *, params: TimmMixParams | None = None):
+        images, targets = _split_samples(batch)
+        size = len(images)
+        _, height, width = images[0].shape
+        params = self._check_call(size, params, height, width)
+        self.last_params = params
+        lam, use_cutmix, boxes = self._per_sample(params, size)
+        rows = size // 2 if self.mode == "half" else size
+        output = _collate_mix(images, rows, lam, use_cutmix, boxes)
+        target = self._targets(torch.utils.data.default_collate(targets), params, lam)
+        return output, target[:rows]
+
+
+def _split_samples(batch):
+    """(uint8 NumPy arrays [C, H, W] sharing the samples' memory, targets) of a list of samples."""
+    if not isinstance(batch, (list, tuple)) or len(batch) == 0:
+        raise ValueError("FastCollateMixup needs a non-empty list of (image, target) samples")
+    images, targets = [], []
+    shape = None
+    for index, sample in enumerate(batch):
+        if not isinstance(sample, (list, tuple)) or len(sample) < 2:
+            raise ValueError(f"sample {index} must be an (image, target) pair, got {type(sample).__name__}")
+        image = sample[0]
+        if isinstance(image, torch.Tensor):
+            if image.dtype != torch.uint8 or image.device.type != "cpu":
+                raise TypeError(f"sample {index}: images must be uint8 CPU tensors, got {image.dtype} on {image.device}")
+            image = image.detach().numpy()
+        elif not isinstance(image, np.ndarray):
+            raise TypeError(f"sample {index}: the image must be a NumPy array or a torch.Tensor, "
+                            f"got {type(image).__name__}")
+        elif image.dtype != np.uint8:
+            raise TypeError(f"sample {index}: images must be uint8, got {image.dtype}")
+        if shape is None:
+            shape = image.shape
+            if image.ndim != 3 or 0 in image.shape:
+                raise ValueError(f"sample {index}: images must be [C, H, W], got shape {image.shape}")
+        elif image.shape != shape:
+            raise ValueError(f"sample {index} has shape {image.shape}, sample 0 {shape}: "
+                             "all images of a batch must have one shape")
+        images.append(image)
+        targets.append(sample[1])
+    return images, targets
+
+
+def _fused_cpu_blend() -> bool:
+    """True when dispatch runs CPU uint8 -> uint8 blends on a fused kernel (numba), not the PyTorch path."""
+    return dispatch.resolve("auto", torch.empty(0, dtype=torch.uint8), (torch.uint8, torch.uint8)) != "pytorch"
+
+
+def _collate_mix(images: list, rows: int, lam: torch.Tensor, use_cutmix: torch.Tensor,
+                 boxes: torch.Tensor) -> torch.Tensor:
+    """uint8 [rows, C, H, W]: row i mixed with sample B-1-i by lam[i] / use_cutmix[i] / boxes[i].
+
+    Reads the samples only and writes a fresh output: one stack (a copy), then blends and pastes
+    whose sources are the untouched samples."""
+    size = len(images)
+    blend = (~use_cutmix) & (lam < 1.0)  # rows >= `rows` have lam 1 ('half')
+    blend_rows = blend[:rows].nonzero().flatten().tolist()
+    cut_rows = use_cutmix[:rows].nonzero().flatten().tolist()
+    if blend_rows and _fused_cpu_blend():
+        flip = torch.arange(size - 1, -1, -1)
+        output = dispatch.mixup_blend(_stack(images), flip, torch.where(blend, lam, 1.0))
+        output = output if rows == size else output[:rows].clone()
+    else:
+        output = _stack(images[:rows])
+        if blend_rows:
+            _blend_rows(output, images, blend_rows, lam)
+    if cut_rows:
+        out = output.numpy()  # NumPy slicing: a fraction of torch indexing's per-call cost
+        box_list = boxes.tolist()
+        for i in cut_rows:
+            y1, y2, x1, x2 = box_list[i]
+            out[i, :, y1:y2, x1:x2] = images[size - 1 - i][:, y1:y2, x1:x2]
+    return output
+
+
+def _stack(images: list) -> torch.Tensor:
+    """uint8 [B, C, H, W] copy of the arrays (np.stack: plain memcpy, faster than torch.stack here)."""
+    return torch.from_numpy(np.stack(images))
+
+
+def _blend_rows(output: torch.Tensor, images: list, rows: list, lam: torch.Tensor) -> None:
+    """output[i] = rint(w * x[i] + (1 - w) * x[B-1-i]) for i in rows, one sample at a time so
+    the float32 temporaries stay in cache; w and 1 - w are float32 and each product and the sum
+    are rounded separately, as in fastmix's PyTorch path and timm's NumPy code."""
+    size = len(images)
+    own = torch.empty(images[0].shape, dtype=torch.float32)
+    other = torch.empty_like(own)
+    one = np.float32(1.0)
+    for i in rows:
+        weight = np.float32(lam[i])
+        torch.mul(torch.from_numpy(images[i]), float(weight), out=own)
+        torch.mul(torch.from_numpy(images[size - 1 - i]), float(one - weight), out=other)
+        own.add_(other).round_()
+        output[i].copy_(own)  # in [0, 255]: the weights sum to 1 within float32 rounding
+
+
+__all__ = ["Mixup", "FastCollateMixup", "TimmMixParams", "MODES", "mixup_target", "one_hot", "rand_bbox",
+           "rand_bbox_minmax", "cutmix_bbox_and_lam", "bbox_at"]

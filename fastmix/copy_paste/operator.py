@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import ClassVar
 
 import torch
 
@@ -14,7 +15,7 @@ from .params import (CopyPasteParams, check_copy_paste_params, check_draw_option
 
 __all__ = ["copy_paste", "CopyPasteResult"]
 
-BACKENDS = ("auto", "pytorch", "cupy")
+BACKENDS = ("auto", "pytorch", "cupy", "numba")
 BLENDS = ("hard", "gaussian")
 
 
@@ -25,7 +26,9 @@ class CopyPasteResult:
     images:  [B, C, H, W] output images (the input dtype and memory format).
     masks:   per image [N_i, H, W] masks (the input mask dtype): the receiving image's surviving
              objects first, in their original order, then the pasted objects in index order.
-    boxes:   per image float32 [N_i, 4] (x1, y1, x2, y2) pixels, x2/y2 exclusive, from the masks.
+    boxes:   per image float32 [N_i, 4] in the order (x1, y1, x2, y2) (``BOX_ORDER``; COCO/
+             torchvision/mmdetection's order, unlike the classification operators' rows-first
+             (y1, y2, x1, x2)), pixels, x2/y2 exclusive, from the masks.
     labels:  per image int64 [N_i].
     perm:    int64 [B], image i received objects from image perm[i] (= params.perm).
     params:  the :class:`CopyPasteParams` (scales, offsets, flips, selected objects); pass it as
@@ -35,6 +38,8 @@ class CopyPasteResult:
     pasted:  bool [B, Nmax], object n of image perm[i] was appended to image i (selected and
              not cropped away).
     """
+
+    BOX_ORDER: ClassVar[str] = "x1, y1, x2, y2"
 
     images: torch.Tensor
     masks: list[torch.Tensor]
@@ -62,9 +67,18 @@ def _kernels(backend: str, device: torch.device):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "pytorch":
         return torch_kernels
+    if backend == "numba" or (backend == "auto" and device.type == "cpu"):
+        from ..backends import numba as numba_backend
+
+        if numba_backend.available() and device.type == "cpu":
+            from ..backends.numba import copy_paste as numba_copy_paste
+
+            return numba_copy_paste.kernels()
+        if backend == "numba":
+            raise ValueError(f"backend='numba' needs the numba package and CPU tensors (the batch is on {device})")
     if backend == "cupy" and device.type != "cuda":
         raise ValueError(f"backend='cupy' needs CUDA tensors, the batch is on {device}")
-    from .. import ops_copy_paste as ops
+    from ..ops import copy_paste as ops
 
     names = ("lsj_resample_images", "lsj_resample_masks", "occlusion_update", "copy_paste_blend",
              "instance_boxes_areas")
@@ -112,7 +126,11 @@ def _gather_outputs(kept: torch.Tensor, pasted: torch.Tensor, receiving: tuple, 
         first = kept_host[i].nonzero().flatten().to(kept.device, non_blocking=True)
         second = pasted_host[i].nonzero().flatten().to(kept.device, non_blocking=True)
         for column, a, b in zip(out, receiving, appended):
-            column.append(torch.cat([a[i].index_select(0, first), b[i].index_select(0, second)]))
+            # Both selections written straight into the output: one copy of the masks, not two.
+            joined = a.new_empty((first.numel() + second.numel(),) + tuple(a.shape[2:]))
+            torch.index_select(a[i], 0, first, out=joined[:first.numel()])
+            torch.index_select(b[i], 0, second, out=joined[first.numel():])
+            column.append(joined)
     return out
 
 
@@ -123,6 +141,10 @@ def copy_paste(batch: InstanceBatch, *, output_size=None, scale_range=(0.1, 2.0)
                generator: torch.Generator | None = None, backend: str = "auto") -> CopyPasteResult:
     """Simple Copy-Paste on a whole batch: image i receives a random subset of the objects of
     image perm[i].
+
+    The drawn pairing has no fixed points (image i never pastes into itself); a batch of one
+    image, or a self-pair perm[i] == i of an injected pairing, pastes nothing (see
+    ``fastmix.copy_paste.params``).
 
     Steps (``shared/spec/algorithms.md`` section 7.5):
 
@@ -152,8 +174,9 @@ def copy_paste(batch: InstanceBatch, *, output_size=None, scale_range=(0.1, 2.0)
         output_size: (rows, cols) or int; default: the images' size (they must all agree).
         perm: injected pairing (int64 [B]); params: injected :class:`CopyPasteParams` (replaces
             every draw, including perm); generator: source of every random draw.
-        backend: "auto" (torch ops: CuPy kernels on CUDA, PyTorch on CPU), "pytorch" (the
-            oracle on any device) or "cupy" (CUDA only).
+        backend: "auto" (CuPy kernels on CUDA; on the CPU the numba kernels when numba is
+            installed, else PyTorch), "pytorch" (the oracle on any device), "cupy" (CUDA only)
+            or "numba" (CPU only).
 
     Returns:
         a :class:`CopyPasteResult`. The input is never modified.

@@ -5,6 +5,13 @@ replays it exactly, which is how the kernels are tested with injected parameters
 (stable, so a seed always gives the same augmentation): the pairing ``perm``; the receiving
 views' flips, scales, offsets; the pasted views' flips, scales, offsets; then for each pair
 i = 0..B-1 the number of pasted objects and which ones.
+
+Pairing: an image never pastes into itself. The drawn pairing is a derangement (perm[i] != i,
+uniform over all of them, as every reference pastes from a different image; ``torch.randperm``
+would pair 1 image in 8 with itself at B = 8, and half the batches of B = 2 entirely). A batch of
+one image has no partner: perm = [0] and nothing is pasted (the image is only jittered). The same
+holds for any self-pair of an injected pairing (e.g. DALI's ``fn.batch_permutation``, which
+ignores ``no_fixed_points`` at batch size 1): nothing is pasted where perm[i] == i.
 """
 from __future__ import annotations
 
@@ -124,11 +131,13 @@ def draw_copy_paste_params(counts: torch.Tensor, image_sizes: torch.Tensor, outp
     image_sizes = torch.as_tensor(image_sizes).to(device="cpu", dtype=torch.int64)
     batch = counts.shape[0]
     slots = int(counts.max()) if max_instances is None else int(max_instances)
-    perm_t = rng.permutation(batch, generator) if perm is None else check_perm(torch.as_tensor(perm), batch).cpu()
+    perm_t = rng.derangement(batch, generator) if perm is None else check_perm(torch.as_tensor(perm), batch).cpu()
     receiving = draw_jitter(image_sizes, output_size, scale_range, flip_prob, generator)
     pasted = draw_jitter(image_sizes[perm_t], output_size, scale_range, flip_prob, generator)
     selected = torch.zeros((batch, slots), dtype=torch.bool)
     for i in range(batch):
+        if int(perm_t[i]) == i:
+            continue  # a self-pair pastes nothing (see the module docstring)
         available = int(counts[perm_t[i]])
         count = _paste_count(available, max_num_pasted, paste_fraction, generator)
         selected[i, rng.choose_without_replacement(available, count, generator)] = True
@@ -176,4 +185,8 @@ def check_copy_paste_params(params: CopyPasteParams, counts: torch.Tensor, image
     beyond = torch.arange(max_instances)[None, :] >= available[:, None]
     if bool((selected & beyond).any()):
         raise ValueError("selected marks objects beyond the source image's object count (padding slots)")
+    self_pairs = perm == torch.arange(batch)
+    if bool((selected & self_pairs[:, None]).any()):
+        raise ValueError(f"selected marks objects for images paired with themselves (perm[i] == i at "
+                         f"{self_pairs.nonzero().flatten().tolist()}): an image never pastes into itself")
     return CopyPasteParams(perm=perm, receiving=receiving, pasted=pasted, selected=selected)

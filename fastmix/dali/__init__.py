@@ -10,26 +10,29 @@ Call them inside ``@pipeline_def`` like ``nvidia.dali.fn`` operators, on CPU or 
         jpegs, labels = fn.readers.file(file_root=root, random_shuffle=True, name="Reader")
         images = fn.resize(fn.decoders.image(jpegs, device="mixed"), size=[224, 224])
         mix = fmd.cutmix(images, labels, num_classes=1000)
-        return mix.images, mix.targets, mix.lam, mix.perm, mix.boxes
+        images = fn.crop_mirror_normalize(mix.images, dtype=types.FLOAT)   # the layout travels on
+        return images, mix.targets, mix.lam, mix.perm, mix.boxes
 
 Operators: :func:`mixup`, :func:`cutmix`, :func:`cutout`, :func:`saliencymix`, :func:`sage_mix`
 (return :class:`MixNodes`), :func:`copy_paste` (returns :class:`CopyPasteNodes`), and
 :func:`polygon_masks` (instance masks from ``fn.readers.coco(polygon_masks=True)``).
-Built on DALI's own operators (so they follow the pipeline seed; see :mod:`fastmix.dali.draws`):
 
-* the pairing of every operator (Mixup, CutMix, SaliencyMix, SAGE, Copy-Paste):
-  ``fn.batch_permutation``;
-* Mixup/CutMix/SaliencyMix lam and SAGE's saliency mass: ``fn.random.beta``;
-* CutMix/CutOut box centres, SAGE's candidate shifts and Copy-Paste's jitter and object subsets:
-  a ``torch.Generator`` seeded per batch by ``fn.random.uniform``;
-* the input layout: ``DataNode.property("layout")`` (``fn.get_property``);
-* the python operator: ``fn.dl_tensor_python_function(batch_processing=True,
-  synchronize_stream=False)``, on DALI's CUDA stream for GPU images.
+* Mixup, CutMix and CutOut are composed from DALI's own operators (``fn.permute_batch``,
+  arithmetic, ``fn.multi_paste``, ``fn.erase``; :mod:`fastmix.dali.native`): the pipeline
+  serializes and checkpoints, and they run on DALI's threads or GPU kernels. On the CPU, Mixup
+  defaults to one compiled pass in DALI's ``numba_function`` (``impl="dali"`` to serialize).
+* SaliencyMix, SAGE and Copy-Paste run fastmix's kernels in one
+  ``fn.dl_tensor_python_function(batch_processing=True, synchronize_stream=False)`` per batch,
+  on DALI's CUDA stream for GPU images (not serializable: DALI cannot serialize python code).
+* The random parameters come from DALI's seeded operators (``fn.batch_permutation``,
+  ``fn.random.beta``, ``fn.random.uniform``), so the pipeline seed fixes every draw, and are
+  outputs (lam, perm, boxes, shifts, mass).
+* The layout (HWC or CHW) is read off the graph when it is built (:mod:`fastmix.dali.layouts`)
+  or given with ``layout=``; every images output carries it, so the operators chain with each
+  other and with DALI's. Errors name the fastmix operator and, where the graph tells, come
+  while the pipeline is defined.
 
-The pixel work is not rebuilt from ``fn.multi_paste`` / ``fn.erase``: the drawn parameters are
-injected into fastmix's operators (``fastmix.mixup`` ...), which run the same kernels as in a
-training loop, for HWC and CHW, uint8 and float images, so mixing in the pipeline and mixing
-after it give the same images for the same parameters.
+See docs/dali.md for each operator's mechanism per device.
 """
 try:
     import nvidia.dali  # noqa: F401

@@ -1,12 +1,13 @@
 """DALI per-sample tensors <-> the [B, C, H, W] batches and [B] parameters fastmix's operators take.
 
-DALI hands a python operator one tensor per sample, and the layout travels separately (as the
-"layout" property of the images, read at run time). HWC samples become a channels_last NCHW
+DALI hands a python operator one tensor per sample; the layout is known from the graph (see
+layouts.py) and, on the CPU, checked against the images' "layout" property at run time. HWC samples become a channels_last NCHW
 view of their stack, CHW samples a contiguous one; fastmix keeps the memory format, so the
 mixed batch converts back to the input's layout without another copy.
 """
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import torch
@@ -14,29 +15,13 @@ import torch
 LAYOUTS = ("HWC", "CHW")
 
 
-def decode_layout(layout_samples: list[torch.Tensor], operator: str) -> str:
-    """The layout string from the per-sample uint8 "layout" property (one per batch in DALI)."""
-    layout = bytes(layout_samples[0].cpu().tolist()).decode("ascii") if layout_samples else ""
-    if layout == "":
-        raise ValueError(f"{operator}: the images carry no layout; give them one, e.g. "
-                         "fn.reshape(images, layout='HWC'), or read them with a decoder")
-    if layout not in LAYOUTS:
-        raise ValueError(f"{operator} supports images with layout HWC (e.g. from fn.decoders.image) or CHW "
-                         f"(e.g. from fn.crop_mirror_normalize); the input's layout is {layout!r}")
-    return layout
-
-
-def validate_output_layout(output_layout: str | None) -> None:
-    """At graph construction: the label requested for the images output."""
-    if output_layout is not None and output_layout not in LAYOUTS:
-        raise ValueError(f"output_layout must be 'HWC', 'CHW' or None, got {output_layout!r}")
-
-
-def check_output_layout(layout: str, output_layout: str | None, operator: str) -> None:
-    """At run time: the label given to the output must be the input's layout."""
-    if output_layout is not None and output_layout != layout:
-        raise ValueError(f"{operator}: output_layout={output_layout!r} but the input images have layout "
-                         f"{layout!r}; the output keeps the input's layout")
+def check_declared_layout(layout_samples: list[torch.Tensor], declared: str, operator: str) -> None:
+    """Run time, CPU: the images' own layout must be the one the graph gave (an unlabelled batch
+    takes the declared one)."""
+    actual = bytes(layout_samples[0].cpu().tolist()).decode("ascii") if layout_samples else ""
+    if actual and actual != declared:
+        raise ValueError(f"{operator}: the graph gave the images layout {declared!r} but they have {actual!r}; "
+                         "pass the right layout= or label them with fn.reshape(images, layout=...)")
 
 
 def sample_to_chw(sample: torch.Tensor, layout: str) -> torch.Tensor:
@@ -64,17 +49,40 @@ class ImageBatch:
     layout: str
 
     @classmethod
-    def from_samples(cls, samples: list[torch.Tensor], layout_samples: list[torch.Tensor],
-                     operator: str) -> "ImageBatch":
-        layout = decode_layout(layout_samples, operator)
+    def from_samples(cls, samples: list[torch.Tensor], layout: str, operator: str) -> "ImageBatch":
+        """`samples` in `layout` (known from the graph) -> one NCHW batch."""
         if any(s.dim() != 3 for s in samples):
             raise ValueError(f"{operator} needs 3-D {layout} images, got shapes {[tuple(s.shape) for s in samples]}")
         check_uniform(samples, operator)
-        return cls(stacked_to_nchw(torch.stack(samples), layout), layout)
+        return cls(stacked_to_nchw(batch_tensor(samples), layout), layout)
 
     def to_layout(self, nchw: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> [B, ...] in this batch's layout (contiguous for channels_last HWC)."""
         return chw_to_layout(nchw, self.layout)
+
+
+def _wrap_memory(pointer: int, nbytes: int, device: torch.device) -> torch.Tensor:
+    """uint8 [nbytes] over memory DALI owns, without a copy (valid while the batch function runs)."""
+    if device.type == "cpu":
+        return torch.frombuffer((ctypes.c_uint8 * nbytes).from_address(pointer), dtype=torch.uint8)
+
+    class _CudaBuffer:  # the smallest __cuda_array_interface__ torch accepts
+        __cuda_array_interface__ = {"shape": (nbytes,), "typestr": "|u1", "data": (pointer, False), "version": 2,
+                                    "strides": None, "stream": None}
+
+    return torch.as_tensor(_CudaBuffer(), device=device)
+
+
+def batch_tensor(samples: list[torch.Tensor]) -> torch.Tensor:
+    """[B, ...] of uniform samples: a view of DALI's buffer when the samples lie back to back in
+    one allocation (the usual case for a DALI TensorList), else a stacked copy."""
+    first = samples[0]
+    nbytes = first.numel() * first.element_size()
+    contiguous = all(s.is_contiguous() and s.dtype == first.dtype and s.device == first.device for s in samples)
+    if contiguous and nbytes and all(s.data_ptr() == first.data_ptr() + i * nbytes for i, s in enumerate(samples)):
+        flat = _wrap_memory(first.data_ptr(), nbytes * len(samples), first.device)
+        return flat.view(first.dtype).view(len(samples), *first.shape)
+    return torch.stack(samples)
 
 
 def stacked_to_nchw(stacked: torch.Tensor, layout: str) -> torch.Tensor:

@@ -1,64 +1,188 @@
 """Mixup, CutMix, CutOut, SaliencyMix and SAGE as DALI pipeline operators.
 
 Each function is called inside ``@pipeline_def`` like an ``nvidia.dali.fn`` operator: it takes
-DataNodes (images, optional labels, optional saliency) and returns a :class:`MixNodes`. The
-random parameters are drawn by DALI's seeded random operators (see :mod:`fastmix.dali.draws`)
-and injected into fastmix's own operator (``fastmix.mixup`` etc.), which does the mixing with
-fastmix's kernels: PyTorch on the CPU, fastmix's GPU kernels for GPU images.
+DataNodes (images, optional labels, optional saliency) and returns a :class:`MixNodes`.
+
+* Mixup, CutMix and CutOut are composed from DALI's own operators (:mod:`fastmix.dali.native`):
+  the pipeline serializes, checkpoints and runs them on DALI's threads, on the CPU or the GPU.
+* SaliencyMix and SAGE run fastmix's kernels in one ``fn.dl_tensor_python_function`` per batch
+  (PyTorch on the CPU; fastmix's GPU kernels on DALI's CUDA stream for GPU images).
 
 Images are HWC (e.g. uint8 from ``fn.decoders.image``) or CHW (e.g. float from
-``fn.crop_mirror_normalize``); the layout is read from the input at run time. DALI fixes the
-layouts of a python operator's outputs when the graph is built, before that layout is known, so
-the mixed images carry a layout label only if you pass ``output_layout`` (checked against the
-input's layout at run time). Downstream DALI operators that need a layout (e.g.
-``fn.crop_mirror_normalize`` after mixing CHW images) need that label.
+``fn.crop_mirror_normalize``). The layout is read off the pipeline graph when it is built
+(:mod:`fastmix.dali.layouts`), or given with ``layout=``; every images output carries it, so
+fastmix operators chain with each other and with DALI's. The random parameters are drawn by
+DALI's seeded random operators, so the pipeline seed fixes every draw.
 
 Every operator except CutOut mixes samples with each other and needs a batch of one image
-shape; a batch with different shapes raises a ValueError that says so.
+shape.
 """
 from __future__ import annotations
 
 from functools import partial
 
+import nvidia.dali.fn as fn
+import nvidia.dali.types as types
 import torch
 
-from ..labels import mix_targets
+from .._checks import require
+from ..backends.pytorch.blend import box_area_lam
 from ..operators import boxes as box_ops
-from ..operators import mixup as mixup_ops
 from ..operators import sage as sage_ops
+from ..params import box_from_lam
 from ..result import MixResult
-from . import draws
-from ._batch import (ImageBatch, check_output_layout, chw_to_layout, decode_layout, host_vector, sample_to_chw,
-                     stack_labels, stack_saliency, validate_output_layout)
-from ._bridge import call_torch, pipeline_device
+from . import draws, native, numba_ops
+from ._batch import ImageBatch, check_declared_layout, host_vector, stack_saliency
+from ._bridge import call_torch, node_device, pipeline_device
+from .layouts import declare, declare_dtype, infer_dtype, infer_layout, resolve_layout
 from .nodes import MixNodes
 
 __all__ = ["mixup", "cutmix", "cutout", "saliencymix", "sage_mix"]
 
 
 # ----------------------------------------------------------------------------------------------
-# Run time: per-sample torch tensors in, fastmix operator with injected parameters, outputs out.
+# Operators composed from DALI's own operators.
 
 
-def _images(images, layout, output_layout, operator) -> ImageBatch:
-    batch = ImageBatch.from_samples(images, layout, operator)
-    check_output_layout(batch.layout, output_layout, operator)
-    return batch
+def _check_labels_node(labels, operator: str) -> None:
+    if labels is not None:
+        node_device(labels, "labels")
 
 
-def _lam(lam, per_sample: bool):
-    """Injected Beta draws: per sample, or the first one for the whole batch (None: alpha <= 0)."""
-    if lam is None:
+def _mix_targets(labels, perm, lam, num_classes, label_smoothing, operator):
+    if labels is None:
         return None
-    values = host_vector(lam, torch.float32)
-    return values if per_sample else values[0]
+    native.check_label_smoothing(label_smoothing, operator)
+    try:
+        return native.soft_targets(labels, perm, lam, num_classes, label_smoothing)
+    except ValueError as error:
+        raise ValueError(f"{operator}: {error}") from None
 
 
-def _generator(seed) -> torch.Generator:
-    return torch.Generator().manual_seed(int(host_vector(seed, torch.int64)[0]))
+IMPLS = ("auto", "dali", "numba")
 
 
-def _outputs(result: MixResult, to_layout, labels, num_classes, label_smoothing, operator) -> dict:
+def mixup(images, labels=None, *, alpha: float = 1.0, per_sample: bool = False, no_fixed_points: bool = False,
+          num_classes: int | None = None, label_smoothing: float = 0.0, layout: str | None = None,
+          impl: str = "auto") -> MixNodes:
+    """Mixup inside a DALI pipeline: x' = lam * x + (1 - lam) * x[perm] (see ``fastmix.mixup``).
+
+    perm: ``fn.batch_permutation`` (``no_fixed_points=True``: a derangement); lam:
+    ``fn.random.beta(alpha, alpha)``, one per batch or per sample (``per_sample=True``); alpha
+    <= 0 disables mixing. The images equal ``fastmix.mixup(x, perm=perm, lam=lam)`` for uint8 and
+    float32 images, in any layout (kept on the output; ``layout`` labels images the graph does
+    not). ``impl``: ``"dali"`` composes DALI operators (``fn.permute_batch``, arithmetic,
+    ``fn.cast_like``; serializable, CPU and GPU); ``"numba"`` runs one compiled pass in DALI's
+    ``numba_function`` (CPU, uint8/float32 images; several times cheaper, not serializable);
+    ``"auto"`` takes numba for CPU images whose dtype the graph tells when numba is installed,
+    DALI operators otherwise. ``labels`` add a ``targets`` output: integer class ids with
+    ``num_classes``, or float soft labels [C] without it (``label_smoothing`` as in
+    ``fastmix.one_hot``). Outputs: images, lam, perm[, targets].
+    """
+    operator = "fastmix.dali.mixup"
+    native.check_alpha(alpha, operator)
+    if impl not in IMPLS:
+        raise ValueError(f"{operator}: impl must be one of {IMPLS}, got {impl!r}")
+    device = pipeline_device(images)
+    _check_labels_node(labels, operator)
+    known = _optional_layout(images, layout, operator)
+    perm = draws.partner_permutation(no_fixed_points)
+    lam = native.lam_draw(alpha, per_sample)
+    mixed = None
+    if impl != "dali":
+        dtype = infer_dtype(images)
+        usable = device == "cpu" and dtype in (types.UINT8, types.FLOAT) and numba_ops.available()
+        if impl == "numba" and not usable:
+            raise ValueError(f"{operator}: impl='numba' needs CPU images of a dtype the graph tells (uint8 or "
+                             f"float32, got {dtype}) and numba installed (available: {numba_ops.available()}); "
+                             "use impl='dali'")
+        if usable:
+            mixed = declare_dtype(numba_ops.mixup(images, perm, lam, dtype), dtype)
+            if known:
+                mixed = fn.reshape(mixed, layout=known)  # numba_function outputs carry no layout
+    if mixed is None:
+        mixed = native.blend(images, fn_permute(images, perm), lam)
+    if known:
+        declare(mixed, known)
+    return MixNodes(images=mixed, lam=lam, perm=_int64(perm),
+                    targets=_mix_targets(labels, perm, lam, num_classes, label_smoothing, operator))
+
+
+def cutmix(images, labels=None, *, alpha: float = 1.0, per_sample: bool = False, no_fixed_points: bool = False,
+           num_classes: int | None = None, label_smoothing: float = 0.0, layout: str | None = None) -> MixNodes:
+    """CutMix inside a DALI pipeline: paste a box of the partner (see ``fastmix.cutmix``).
+
+    perm: ``fn.batch_permutation``; lam: ``fn.random.beta(alpha, alpha)``; the box centre:
+    ``fn.random.uniform``; the official box geometry and the area-corrected lam repeat
+    fastmix's float64 arithmetic. HWC images are pasted with ``fn.multi_paste``, CHW images with
+    ``fn.erase`` and an addition; the images equal ``fastmix.cutmix(x, perm=perm, boxes=boxes)``.
+    Outputs: images, lam (area-corrected), perm, boxes (int64 [4] y1, y2, x1, x2)[, targets].
+    """
+    operator = "fastmix.dali.cutmix"
+    native.check_alpha(alpha, operator)
+    pipeline_device(images)
+    _check_labels_node(labels, operator)
+    image_layout = resolve_layout(images, layout, operator)
+    perm = draws.partner_permutation(no_fixed_points)
+    height, width = native.image_height_width(images, image_layout)
+    box = native.cutmix_box(native.lam_draw(alpha, per_sample), height, width, per_sample)
+    mixed = native.paste_box(images, fn_permute(images, perm), box, height, width, image_layout)
+    lam = native.area_lam(box, height, width)
+    return MixNodes(images=declare(mixed, image_layout), lam=lam, perm=_int64(perm), boxes=native.stack_box(box),
+                    targets=_mix_targets(labels, perm, lam, num_classes, label_smoothing, operator))
+
+
+def cutout(images, labels=None, *, length: int | None = None, value: float = 0.0, per_sample: bool = True,
+           num_classes: int | None = None, label_smoothing: float = 0.0, layout: str | None = None) -> MixNodes:
+    """CutOut inside a DALI pipeline: erase a length x length square per sample (see ``fastmix.cutout``).
+
+    The centres come from ``fn.random.uniform`` and the erasing is ``fn.erase``. ``length``
+    defaults to half the shorter image side. CutOut does not mix samples, so a batch of
+    different image sizes is accepted (each image gets its own box; ``per_sample=False`` shares
+    the first sample's box). lam is 1; perm is None (DALI has no operator giving a sample its
+    own index, and CutOut has no partner). ``value`` is written in the images' dtype.
+    Outputs: images, lam, boxes[, targets].
+    """
+    operator = "fastmix.dali.cutout"
+    pipeline_device(images)
+    _check_labels_node(labels, operator)
+    if length is not None and int(length) < 0:
+        raise ValueError(f"{operator}: length must be >= 0, got {length}")
+    image_layout = resolve_layout(images, layout, operator)
+    height, width = native.image_height_width(images, image_layout)
+    box = native.cutout_box(length, height, width, per_sample)
+    erased = native.erase_box(images, box, value)
+    lam = native.ones_per_sample()
+    return MixNodes(images=declare(erased, image_layout), lam=lam, perm=None, boxes=native.stack_box(box),
+                    targets=_mix_targets(labels, None, lam, num_classes, label_smoothing, operator))
+
+
+def _int64(perm):
+    return fn.cast(perm, dtype=types.INT64)
+
+
+def fn_permute(images, perm):
+    return fn.permute_batch(images, indices=perm)
+
+
+def _optional_layout(images, layout, operator):
+    """Mixup works in any layout: the inferred or given one (checked), or None when unknown."""
+    if layout is None:
+        return infer_layout(images)
+    return resolve_layout(images, layout, operator)
+
+
+# ----------------------------------------------------------------------------------------------
+# Python-function operators: run time (per-sample torch tensors in, fastmix kernels, outputs out).
+
+
+def _images(images, layout_samples, layout: str, operator) -> ImageBatch:
+    if layout_samples is not None:  # CPU: the real layout is checked against the declared one
+        check_declared_layout(layout_samples, layout, operator)
+    return ImageBatch.from_samples(images, layout, operator)
+
+
+def _outputs(result: MixResult, to_layout) -> dict:
     out = {"images": to_layout(result.images), "lam": result.lam.float(), "perm": result.perm.long()}
     if result.boxes is not None:
         out["boxes"] = result.boxes.long()
@@ -66,176 +190,113 @@ def _outputs(result: MixResult, to_layout, labels, num_classes, label_smoothing,
         out["shifts"] = result.shifts.long()
     if "mass" in result.extras:
         out["mass"] = result.extras["mass"].float()
-    if labels is not None:
-        out["targets"] = result.targets(stack_labels(labels, operator), num_classes, label_smoothing)
     return out
 
 
-def _mixup_batch(images, layout, perm, lam=None, labels=None, *, alpha, per_sample, num_classes,
-                 label_smoothing, output_layout):
-    operator = "fastmix.dali.mixup"
-    batch = _images(images, layout, output_layout, operator)
-    result = mixup_ops.mixup(batch.nchw, alpha=alpha, lam=_lam(lam, per_sample), perm=host_vector(perm, torch.int64),
-                             per_sample=per_sample)
-    return _outputs(result, batch.to_layout, labels, num_classes, label_smoothing, operator)
+def _device_vector(samples, dtype) -> torch.Tensor:
+    """Per-sample scalars as a [B] tensor where they are (a GPU read would wait for the device)."""
+    return torch.stack([s.reshape(()) for s in samples]).to(dtype)
 
 
-def _cutmix_batch(images, layout, perm, seed, lam=None, labels=None, *, alpha, per_sample, num_classes,
-                  label_smoothing, output_layout):
-    operator = "fastmix.dali.cutmix"
-    batch = _images(images, layout, output_layout, operator)
-    result = box_ops.cutmix(batch.nchw, alpha=alpha, lam=_lam(lam, per_sample), perm=host_vector(perm, torch.int64),
-                            per_sample=per_sample, generator=_generator(seed))
-    return _outputs(result, batch.to_layout, labels, num_classes, label_smoothing, operator)
+def saliencymix_batch(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, saliency: torch.Tensor | None,
+                      per_sample: bool, value_range) -> MixResult:
+    """SaliencyMix on injected per-sample perm and lam tensors on the images' device, without a
+    host synchronisation: peaks, boxes and lam are computed where the images are."""
+    batch, _, height, width = images.shape
+    sources = perm if per_sample else perm[:1]
+    if saliency is None:
+        maps = box_ops.image_saliency(images[sources], value_range)
+    else:
+        require(torch.isfinite(saliency), "fastmix.dali.saliencymix: the saliency holds NaN or infinite values")
+        maps = saliency[sources]
+    peak_r, peak_c = box_ops.saliency_peaks(maps)
+    rows = batch if per_sample else 1
+    boxes = box_from_lam(lam[:rows], height, width, peak_r, peak_c)
+    boxes = boxes if per_sample else boxes.expand(batch, 4).contiguous()
+    from .. import dispatch
+
+    mixed = dispatch.box_paste(images, perm, boxes)
+    return MixResult(images=mixed, lam=box_area_lam(boxes, height, width), perm=perm, boxes=boxes)
 
 
-def _cutout_one_by_one(images, layout: str, generator, length, value, labels, num_classes, label_smoothing,
-                       operator) -> dict:
-    """CutOut of a batch whose images differ in size: one call per image, sharing one generator."""
-    results = [box_ops.cutout(sample_to_chw(image, layout)[None], length=length, value=value, per_sample=True,
-                              generator=generator) for image in images]
-    device = images[0].device
-    out = {"images": [chw_to_layout(r.images[0], layout) for r in results],
-           "lam": torch.ones(len(images), device=device), "perm": torch.arange(len(images), device=device),
-           "boxes": torch.cat([r.boxes for r in results]).long()}
-    if labels is not None:
-        out["targets"] = mix_targets(stack_labels(labels, operator), out["perm"], out["lam"], num_classes,
-                                     label_smoothing)
-    return out
-
-
-def _cutout_batch(images, layout, seed, labels=None, *, length, value, per_sample, num_classes, label_smoothing,
-                  output_layout):
-    operator = "fastmix.dali.cutout"
-    layout_name = decode_layout(layout, operator)
-    check_output_layout(layout_name, output_layout, operator)
-    generator = _generator(seed)
-    shapes = sorted({tuple(image.shape) for image in images})
-    if len(shapes) == 1:
-        batch = _images(images, layout, output_layout, operator)
-        result = box_ops.cutout(batch.nchw, length=length, value=value, per_sample=per_sample, generator=generator)
-        return _outputs(result, batch.to_layout, labels, num_classes, label_smoothing, operator)
-    if not per_sample:
-        raise ValueError(f"{operator}: the images differ in shape ({shapes}), so one box cannot be shared by the "
-                         "batch; use per_sample=True or resize to one size first")
-    return _cutout_one_by_one(images, layout_name, generator, length, value, labels, num_classes, label_smoothing,
-                              operator)
-
-
-def _saliency_or_none(saliency, batch: ImageBatch, operator: str):
-    return None if saliency is None else stack_saliency(saliency, batch, operator)
-
-
-def _saliencymix_batch(images, layout, perm, lam=None, saliency=None, labels=None, *, alpha, per_sample,
-                       value_range, num_classes, label_smoothing, output_layout):
+def _saliencymix_batch(images, perm, lam, saliency=None, layout_samples=None, *, layout, per_sample, value_range):
     operator = "fastmix.dali.saliencymix"
-    batch = _images(images, layout, output_layout, operator)
-    result = box_ops.saliencymix(batch.nchw, alpha=alpha, lam=_lam(lam, per_sample),
-                                 perm=host_vector(perm, torch.int64),
-                                 saliency=_saliency_or_none(saliency, batch, operator), per_sample=per_sample,
-                                 value_range=value_range)
-    return _outputs(result, batch.to_layout, labels, num_classes, label_smoothing, operator)
+    batch = _images(images, layout_samples, layout, operator)
+    maps = None if saliency is None else stack_saliency(saliency, batch, operator)
+    result = saliencymix_batch(batch.nchw, _device_vector(perm, torch.int64), _device_vector(lam, torch.float32),
+                               maps, per_sample, value_range)
+    return _outputs(result, batch.to_layout)
 
 
-def _sage_batch(images, layout, perm, seed, mass=None, saliency=None, labels=None, *, alpha, upper_lambda,
-                per_sample_mass, value_range, sage_options, num_classes, label_smoothing, output_layout):
+def _sage_batch(images, perm, seed, mass=None, saliency=None, layout_samples=None, *, layout, alpha, upper_lambda,
+                per_sample_mass, value_range, sage_options):
     operator = "fastmix.dali.sage_mix"
-    batch = _images(images, layout, output_layout, operator)
+    batch = _images(images, layout_samples, layout, operator)
     if not batch.nchw.dtype.is_floating_point:
         raise TypeError(f"{operator} needs float images (SAGE shifts the partner in and fills with 0, the mean "
                         f"colour of normalised images), got {batch.nchw.dtype}; normalise first, e.g. with "
                         "fn.crop_mirror_normalize")
-    maps = _saliency_or_none(saliency, batch, operator)
+    maps = None if saliency is None else stack_saliency(saliency, batch, operator)
     if maps is None:
         maps = box_ops.image_saliency(batch.nchw, value_range)
-    mass_t = None if mass is None else _lam(mass, per_sample_mass) * upper_lambda
+    mass_t = None
+    if mass is not None:
+        values = host_vector(mass, torch.float32)
+        mass_t = (values if per_sample_mass else values[0]) * upper_lambda
+    generator = torch.Generator().manual_seed(int(host_vector(seed, torch.int64)[0]))
     result = sage_ops.sage_mix(batch.nchw, saliency=maps, alpha=alpha, upper_lambda=upper_lambda, mass=mass_t,
                                perm=host_vector(perm, torch.int64), per_sample_mass=per_sample_mass,
-                               generator=_generator(seed), **sage_options)
-    return _outputs(result, batch.to_layout, labels, num_classes, label_smoothing, operator)
+                               generator=generator, **sage_options)
+    return _outputs(result, batch.to_layout)
 
 
 # ----------------------------------------------------------------------------------------------
-# Graph construction: called inside @pipeline_def.
+# Python-function operators: graph construction.
 
 
-def _build(compute, images, inputs: dict, output_names: tuple, labels, output_layout) -> MixNodes:
+def _build(compute, images, layout, inputs: dict, output_names: tuple, labels, targets_options, operator) -> MixNodes:
+    """One python-function operator for the pixels; the soft targets are DALI arithmetic on its lam
+    and the drawn perm (labels stay where they are, no python code touches them)."""
     device = pipeline_device(images)
-    validate_output_layout(output_layout)
-    all_inputs = {"images": images, "layout": images.property("layout", device=device), **inputs, "labels": labels}
-    names = output_names + (("targets",) if labels is not None else ())
-    return MixNodes(**call_torch(compute, all_inputs, names, device=device, images_layout=output_layout))
-
-
-def mixup(images, labels=None, *, alpha: float = 1.0, per_sample: bool = False, no_fixed_points: bool = False,
-          num_classes: int | None = None, label_smoothing: float = 0.0, output_layout: str | None = None) -> MixNodes:
-    """Mixup inside a DALI pipeline: x' = lam * x + (1 - lam) * x[perm] (see ``fastmix.mixup``).
-
-    perm: ``fn.batch_permutation`` (``no_fixed_points=True``: a derangement); lam:
-    ``fn.random.beta(alpha, alpha)``, one per batch or per sample (``per_sample=True``); alpha
-    <= 0 disables mixing. ``labels`` (integer class ids or float soft labels per sample) add a
-    ``targets`` output (``num_classes``, ``label_smoothing`` as in ``MixResult.targets``).
-    Outputs: images, lam, perm[, targets].
-    """
-    compute = partial(_mixup_batch, alpha=alpha, per_sample=per_sample, num_classes=num_classes,
-                      label_smoothing=label_smoothing, output_layout=output_layout)
-    inputs = {"perm": draws.partner_permutation(no_fixed_points), "lam": draws.beta_weights(alpha)}
-    return _build(compute, images, inputs, ("images", "lam", "perm"), labels, output_layout)
-
-
-def cutmix(images, labels=None, *, alpha: float = 1.0, per_sample: bool = False, no_fixed_points: bool = False,
-           num_classes: int | None = None, label_smoothing: float = 0.0, output_layout: str | None = None) -> MixNodes:
-    """CutMix inside a DALI pipeline: paste a box of the partner (see ``fastmix.cutmix``).
-
-    perm: ``fn.batch_permutation``; lam: ``fn.random.beta(alpha, alpha)``; the box centre comes
-    from a generator seeded by ``fn.random.uniform``; the official box geometry and the
-    area-corrected lam are fastmix's. Outputs: images, lam (area-corrected), perm, boxes[, targets].
-    """
-    compute = partial(_cutmix_batch, alpha=alpha, per_sample=per_sample, num_classes=num_classes,
-                      label_smoothing=label_smoothing, output_layout=output_layout)
-    inputs = {"perm": draws.partner_permutation(no_fixed_points), "seed": draws.batch_seed(),
-              "lam": draws.beta_weights(alpha)}
-    return _build(compute, images, inputs, ("images", "lam", "perm", "boxes"), labels, output_layout)
-
-
-def cutout(images, labels=None, *, length: int | None = None, value: float = 0.0, per_sample: bool = True,
-           num_classes: int | None = None, label_smoothing: float = 0.0, output_layout: str | None = None) -> MixNodes:
-    """CutOut inside a DALI pipeline: erase a length x length square per sample (see ``fastmix.cutout``).
-
-    The centres come from a generator seeded by ``fn.random.uniform``. ``length`` defaults to half
-    the shorter image side. CutOut does not mix samples, so a batch of different image sizes is
-    accepted (with ``per_sample=True``: each image gets its own box). lam is 1 and perm the identity.
-    Outputs: images, lam, perm, boxes[, targets].
-    """
-    compute = partial(_cutout_batch, length=length, value=value, per_sample=per_sample, num_classes=num_classes,
-                      label_smoothing=label_smoothing, output_layout=output_layout)
-    inputs = {"seed": draws.batch_seed()}
-    return _build(compute, images, inputs, ("images", "lam", "perm", "boxes"), labels, output_layout)
+    _check_labels_node(labels, operator)
+    image_layout = resolve_layout(images, layout, operator)
+    all_inputs = {"images": images, **inputs}
+    if device == "cpu":  # the real layout, checked at run time; on the GPU reading it would sync
+        all_inputs["layout_samples"] = images.property("layout", device="cpu")
+    outputs = call_torch(partial(compute, layout=image_layout), all_inputs, output_names, device=device,
+                         images_layout=image_layout)
+    declare(outputs["images"], image_layout)
+    targets = _mix_targets(labels, inputs["perm"], outputs["lam"], *targets_options, operator)
+    return MixNodes(**outputs, targets=targets)
 
 
 def saliencymix(images, labels=None, *, saliency=None, alpha: float = 1.0, per_sample: bool = False,
                 no_fixed_points: bool = False, value_range=None, num_classes: int | None = None,
-                label_smoothing: float = 0.0, output_layout: str | None = None) -> MixNodes:
+                label_smoothing: float = 0.0, layout: str | None = None) -> MixNodes:
     """SaliencyMix inside a DALI pipeline: paste the partner's most salient box (see ``fastmix.saliencymix``).
 
     The saliency is fastmix's fine-grained saliency of the images themselves (model-free, computed
     in the operator), or a ``saliency`` DataNode with one [H, W] ([1, H, W], [H, W, 1]) map per
     sample. Float images are mapped to uint8 for the saliency through ``value_range``; the default
     None stretches each image's min..max (DALI float images are usually mean/std normalised).
-    perm: ``fn.batch_permutation``; lam: ``fn.random.beta``. Outputs: images, lam, perm, boxes[, targets].
+    perm: ``fn.batch_permutation``; lam: ``fn.random.beta`` (the first sample's for the batch
+    unless ``per_sample``). On the GPU, perm and lam are consumed on the device: the operator
+    never waits for the GPU. Outputs: images, lam, perm, boxes[, targets].
     """
-    compute = partial(_saliencymix_batch, alpha=alpha, per_sample=per_sample, value_range=value_range,
-                      num_classes=num_classes, label_smoothing=label_smoothing, output_layout=output_layout)
-    inputs = {"perm": draws.partner_permutation(no_fixed_points), "lam": draws.beta_weights(alpha),
+    operator = "fastmix.dali.saliencymix"
+    native.check_alpha(alpha, operator)
+    compute = partial(_saliencymix_batch, per_sample=per_sample, value_range=value_range)
+    inputs = {"perm": draws.partner_permutation(no_fixed_points), "lam": native.lam_draw(alpha, per_sample),
               "saliency": saliency}
-    return _build(compute, images, inputs, ("images", "lam", "perm", "boxes"), labels, output_layout)
+    return _build(compute, images, layout, inputs, ("images", "lam", "perm", "boxes"), labels,
+                  (num_classes, label_smoothing), operator)
 
 
 def sage_mix(images, labels=None, *, saliency=None, alpha: float = 1.0, upper_lambda: float = 1.0,
-             rand_pos: float = 0.01, kernel_size: int = 5, sigma: float = 1.0, search: str = "random",
+             rand_pos: float = 0.01, kernel_size: int = 5, sigma: float = 1.0, search: str = "auto",
              per_sample_shifts: bool = False, per_sample_mass: bool = False, no_fixed_points: bool = False,
              value_range=None, num_classes: int | None = None, label_smoothing: float = 0.0,
-             output_layout: str | None = None) -> MixNodes:
+             layout: str | None = None) -> MixNodes:
     """SAGE inside a DALI pipeline: mix with the partner shifted to keep the most saliency (see ``fastmix.sage_mix``).
 
     ``saliency`` is a DataNode with one non-negative float map [H, W] ([1, H, W], [H, W, 1]) per
@@ -243,17 +304,20 @@ def sage_mix(images, labels=None, *, saliency=None, alpha: float = 1.0, upper_la
     uses the model-free fine-grained saliency of the images (``fastmix.image_saliency``, with
     ``value_range`` as in :func:`saliencymix`). Images must be float (normalised, e.g. CHW from
     ``fn.crop_mirror_normalize``). perm: ``fn.batch_permutation``; the saliency mass
-    a = Beta(alpha, alpha) * upper_lambda: ``fn.random.beta``; the candidate shifts
-    (``search="random"``) come from a generator seeded by ``fn.random.uniform``.
+    a = Beta(alpha, alpha) * upper_lambda: ``fn.random.beta``; ``search`` as in fastmix.sage_mix
+    ("auto": random candidates up to 64 px a side, coarse-to-fine above); random candidate shifts
+    come from a torch.Generator seeded by ``fn.random.uniform``.
     Outputs: images, lam (mean of SAGE's mask), perm, shifts, mass[, targets].
     """
+    operator = "fastmix.dali.sage_mix"
     if not 0 <= upper_lambda <= 1:
-        raise ValueError(f"upper_lambda must be in [0, 1], got {upper_lambda}")
+        raise ValueError(f"{operator}: upper_lambda must be in [0, 1], got {upper_lambda}")
+    native.check_alpha(alpha, operator)
     sage_options = {"rand_pos": rand_pos, "kernel_size": kernel_size, "sigma": sigma, "search": search,
                     "per_sample_shifts": per_sample_shifts}
     compute = partial(_sage_batch, alpha=alpha, upper_lambda=upper_lambda, per_sample_mass=per_sample_mass,
-                      value_range=value_range, sage_options=sage_options, num_classes=num_classes,
-                      label_smoothing=label_smoothing, output_layout=output_layout)
+                      value_range=value_range, sage_options=sage_options)
     inputs = {"perm": draws.partner_permutation(no_fixed_points), "seed": draws.batch_seed(),
               "mass": draws.beta_weights(alpha), "saliency": saliency}
-    return _build(compute, images, inputs, ("images", "lam", "perm", "shifts", "mass"), labels, output_layout)
+    return _build(compute, images, layout, inputs, ("images", "lam", "perm", "shifts", "mass"), labels,
+                  (num_classes, label_smoothing), operator)

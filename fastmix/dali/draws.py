@@ -7,10 +7,12 @@ with the same seed gives the same batches. DALI draws what it has an operator fo
   derangement, so no sample is mixed with itself);
 * Beta(alpha, alpha) weights (Mixup/CutMix/SaliencyMix lam, SAGE's saliency mass):
   ``fn.random.beta``, one per sample (the first one is used when the batch shares one);
+* box centres (CutMix, CutOut): ``fn.random.uniform`` in [0, 1), scaled to the image
+  (:mod:`fastmix.dali.native`);
 * one integer seed per batch (``fn.random.uniform``) for the draws DALI has no operator for
-  (box centres, SAGE's candidate shifts without replacement, Copy-Paste's jitter and object
-  subsets). It seeds a ``torch.Generator`` given to the fastmix operator, so the geometry code
-  exists once, in fastmix.
+  (SAGE's candidate shifts without replacement, Copy-Paste's jitter and object subsets). It
+  seeds a ``torch.Generator`` given to the fastmix operator, so that code exists once, in
+  fastmix.
 """
 from __future__ import annotations
 

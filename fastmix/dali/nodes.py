@@ -10,9 +10,11 @@ from nvidia.dali.data_node import DataNode
 class MixNodes:
     """Outputs of the classification operators (mixup, cutmix, cutout, saliencymix, sage_mix).
 
-    images:  the mixed images, in the input's layout (HWC or CHW), dtype and device.
+    images:  the mixed images, in the input's layout (HWC or CHW, carried as the output's
+             layout), dtype and device.
     lam:     float32 scalar, the weight of the sample's own label.
-    perm:    int64 scalar, the index of the partner the sample was mixed with.
+    perm:    int64 scalar, the index of the partner the sample was mixed with; None for CutOut
+             (no partner, and DALI has no operator giving a sample its own index).
     boxes:   int64 [4] (y1, y2, x1, x2), the half-open pasted/erased box (CutMix, CutOut,
              SaliencyMix); None otherwise.
     shifts:  int64 [2] (dy, dx), the shift SAGE chose for the partner; None otherwise.
@@ -23,7 +25,7 @@ class MixNodes:
 
     images: DataNode
     lam: DataNode
-    perm: DataNode
+    perm: DataNode | None
     boxes: DataNode | None = None
     shifts: DataNode | None = None
     mass: DataNode | None = None

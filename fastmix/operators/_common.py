@@ -4,20 +4,20 @@ from __future__ import annotations
 import torch
 
 from .. import params
-from .._checks import check_perm
+from .._checks import check_labels, check_perm
 
-
-def check_labels(labels, batch: int):
-    if labels is None:
-        return None
-    labels = torch.as_tensor(labels)
-    if labels.dim() == 0 or labels.shape[0] != batch:
-        raise ValueError(f"labels must have one entry per sample ({batch}), got shape {tuple(labels.shape)}")
-    return labels
+__all__ = ["check_labels", "resolve_perm", "lam_is_per_sample"]
 
 
 def resolve_perm(perm, batch: int, generator) -> torch.Tensor:
-    """The injected pairing (checked) or a fresh random permutation."""
+    """The injected pairing (checked, left on its device: no host copy of device data) or a fresh
+    random permutation drawn on the CPU."""
     if perm is None:
         return params.permutation(batch, generator)
-    return check_perm(torch.as_tensor(perm), batch).cpu()
+    return check_perm(torch.as_tensor(perm), batch)
+
+
+def lam_is_per_sample(lam) -> bool:
+    """The one rule of every operator: an injected lam of shape [B] is one weight per sample
+    (a scalar or a 0-d tensor is shared by the batch)."""
+    return lam is not None and torch.as_tensor(lam).dim() == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .. import dispatch, params
+from ..dispatch import to_device
 from .._checks import check_images, check_lam
 from ..result import MixResult
 from ._common import check_labels, resolve_perm
@@ -16,11 +17,12 @@ def mixup(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: fl
 
     lam ~ Beta(alpha, alpha), one per batch (the official code) or one per sample
     (`per_sample=True`); alpha <= 0 disables mixing (lam = 1). `lam` (scalar or [B]) and `perm`
-    ([B]) may be injected. uint8 images are blended in float32 and rounded back to uint8.
+    ([B]) may be injected: a [B] lam is one weight per sample, as in every fastmix operator.
+    uint8 images are blended in float32 and rounded back to uint8.
     """
     check_images(images)
     batch = images.shape[0]
-    labels = check_labels(labels, batch)
+    labels = check_labels(labels, batch, images)
     perm_t = resolve_perm(perm, batch, generator)
     if lam is None:
         lam_t = params.lam_per_batch_or_sample(alpha, batch, per_sample, generator)
@@ -28,4 +30,4 @@ def mixup(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: fl
         lam_t = check_lam(lam, batch)
     mixed = dispatch.mixup_blend(images, perm_t, lam_t, backend=backend)
     device = images.device
-    return MixResult(images=mixed, lam=lam_t.to(device), perm=perm_t.to(device), labels=labels)
+    return MixResult(images=mixed, lam=to_device(lam_t, device), perm=to_device(perm_t, device), labels=labels)

@@ -9,12 +9,20 @@ from __future__ import annotations
 import torch
 
 from .. import dispatch, params
-from .._checks import check_images
+from ..dispatch import to_device
+from .._checks import check_images, require
 from ..backends.pytorch import sage as torch_sage
 from ..result import MixResult
 from ._common import check_labels, resolve_perm
 
-SEARCHES = ("random", "exhaustive", "coarse_to_fine")
+SEARCHES = ("auto", "random", "exhaustive", "coarse_to_fine")
+# search="auto": the reference's random subset up to this image side (CIFAR 32 px, Tiny ImageNet
+# 64 px), the coarse-to-fine search above it (ImageNet's 224 px would score K = 1998 random shifts
+# of 224 x 224 maps per sample, seconds per batch on a CPU).
+AUTO_RANDOM_MAX_SIDE = 64
+# The README recipe of the official code for CIFAR-10 (PreActResNet18), the paper's main setting;
+# the code's argparse default of 1.0 leaves a mass a ~ U(0, 1) and many almost unmixed batches.
+DEFAULT_UPPER_LAMBDA = 0.6
 
 
 def saliency_source(images: torch.Tensor, grad, saliency) -> torch.Tensor:
@@ -39,23 +47,35 @@ def saliency_source(images: torch.Tensor, grad, saliency) -> torch.Tensor:
                              f"[{batch}, 1, {height}, {width}], got {tuple(source.shape)}")
         if not source.dtype.is_floating_point:
             raise TypeError(f"saliency must be a float tensor, got {source.dtype}")
-        if bool((source < 0).any()):
-            raise ValueError("saliency must be non-negative")
+        require(~(source < 0), "saliency must be non-negative")
     if source.device != images.device:
         raise ValueError(f"saliency/grad is on {source.device} but the images are on {images.device}")
-    return source.detach()
+    return scale_free(source.detach())
+
+
+def scale_free(source: torch.Tensor) -> torch.Tensor:
+    """Each sample divided by the power of two just below its largest |value|.
+
+    The saliency prep normalises every map to a fixed mass, so only the shape of the saliency
+    matters; without this step a large saliency (1e36) overflowed the float32 sums of the prep
+    to inf and gave lam = 0 for every sample. A power-of-two scale is exact in floating point,
+    so the result is bit-identical for any finite input scale, and the prep's sums stay finite.
+    An all-zero sample stays zero; NaN or infinite values stay non-finite, which the prep check
+    reports."""
+    peak = source.abs().amax(dim=(1, 2, 3), keepdim=True)
+    _, exponent = torch.frexp(peak)
+    return source / torch.ldexp(torch.ones_like(peak), exponent - 1)
 
 
 def resolve_mass(mass, alpha: float, upper_lambda: float, batch: int, per_sample: bool, generator) -> torch.Tensor:
     """Saliency mass a of each sample (its partner gets 1 - a): float32 [B]."""
     if mass is not None:
-        mass_t = torch.as_tensor(mass, dtype=torch.float32).cpu()
+        mass_t = torch.as_tensor(mass, dtype=torch.float32)
         if mass_t.dim() == 0:
             mass_t = mass_t.expand(batch).clone()
         if mass_t.shape != (batch,):
             raise ValueError(f"mass must be a float or have shape [{batch}], got {tuple(mass_t.shape)}")
-        if not bool(torch.isfinite(mass_t).all()) or bool((mass_t < 0).any() | (mass_t > 1).any()):
-            raise ValueError("mass must lie in [0, 1]")
+        require((mass_t >= 0) & (mass_t <= 1), "mass must lie in [0, 1]")
         return mass_t
     if not 0 <= upper_lambda <= 1:
         raise ValueError(f"upper_lambda must be in [0, 1], got {upper_lambda}")
@@ -73,18 +93,16 @@ def resolve_shifts(shifts, search: str, rand_pos: float, per_sample_shifts: bool
     """Candidate shifts: int64 [K, 2] shared by the batch or [B, K, 2] per sample, as (dy, dx);
     None for the coarse-to-fine search, which picks its own."""
     if shifts is not None:
-        shifts_t = torch.as_tensor(shifts).cpu()
+        shifts_t = torch.as_tensor(shifts)
         if shifts_t.dtype.is_floating_point or shifts_t.dtype == torch.bool:
             raise TypeError(f"shifts must be an integer tensor of (dy, dx), got {shifts_t.dtype}")
         if shifts_t.dim() not in (2, 3) or shifts_t.shape[-1] != 2 or shifts_t.shape[-2] == 0 \
                 or (shifts_t.dim() == 3 and shifts_t.shape[0] != batch):
             raise ValueError(f"shifts must have shape [K, 2] or [{batch}, K, 2] with K >= 1, got {tuple(shifts_t.shape)}")
         dy, dx = shifts_t[..., 0], shifts_t[..., 1]
-        if bool((dy.abs() >= height).any() | (dx.abs() >= width).any()):
-            raise ValueError(f"shifts must satisfy |dy| < {height} and |dx| < {width}")
+        require((dy.abs() < height) & (dx.abs() < width), f"shifts must satisfy |dy| < {height} and |dx| < {width}")
         return shifts_t.long()
-    if search not in SEARCHES:
-        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    search = resolve_search(search, height, width)
     if search == "exhaustive":
         return torch_sage.all_shifts(height, width)
     if search == "coarse_to_fine":
@@ -99,10 +117,19 @@ def resolve_shifts(shifts, search: str, rand_pos: float, per_sample_shifts: bool
     return torch_sage.flat_to_shifts(flat, height, width)
 
 
+def resolve_search(search: str, height: int, width: int) -> str:
+    """The search that `search` names; "auto" picks by image size (AUTO_RANDOM_MAX_SIDE)."""
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    if search == "auto":
+        return "random" if max(height, width) <= AUTO_RANDOM_MAX_SIDE else "coarse_to_fine"
+    return search
+
+
 def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, saliency=None,
-             alpha: float = 1.0, upper_lambda: float = 1.0, rand_pos: float = 0.01,
+             alpha: float = 1.0, upper_lambda: float = DEFAULT_UPPER_LAMBDA, rand_pos: float = 0.01,
              kernel_size: int = 5, sigma: float = 1.0, perm=None, mass=None, shifts=None,
-             search: str = "random", per_sample_shifts: bool = False, per_sample_mass: bool = False,
+             search: str = "auto", per_sample_shifts: bool = False, per_sample_mass: bool = False,
              generator: torch.Generator | None = None, backend: str = "auto",
              chunk_elements: int = torch_sage.DEFAULT_CHUNK_ELEMENTS) -> MixResult:
     """Mix each sample with a shifted partner so that the most saliency survives.
@@ -113,10 +140,16 @@ def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, salie
     sigma Gaussian with reflect padding (kernel_size=1: no smoothing), and normalised so that the
     sample's map has mass a and its partner's 1 - a, with a = Beta(alpha, alpha) * upper_lambda
     (alpha = 0: a = 0.5 * upper_lambda), one per batch as in the reference or one per sample with
-    `per_sample_mass`. `mass` injects a (float or [B]).
+    `per_sample_mass`. `mass` injects a (float or [B]). upper_lambda defaults to 0.6, the
+    official README's CIFAR-10 recipe (the setting of the paper's main results; 0.5 and 0.7 for
+    its CIFAR-100 models). The code's argparse default 1.0 (a ~ U(0, 1)) leaves many batches
+    almost unmixed: a new-user trial on the demo photos found 8 of 30 batches with mean lam > 0.98.
 
-    Candidate shifts (dy, dx) move the partner's content by dy rows and dx columns. By default
-    (`search="random"`) K = int(P_h * P_w * rand_pos) of the P_h * P_w = (2H-1)(2W-1) shifts are
+    Candidate shifts (dy, dx) move the partner's content by dy rows and dx columns.
+    `search="auto"` (the default) is "random" for images of at most 64 px a side (CIFAR, Tiny
+    ImageNet: the reference's search) and "coarse_to_fine" above (seconds per ImageNet batch on
+    a CPU otherwise); `MixResult.extras["search"]` records the choice. With `search="random"`
+    K = int(P_h * P_w * rand_pos) of the P_h * P_w = (2H-1)(2W-1) shifts are
     drawn without replacement as reference flat indices k (dy = k % P_h + 1 - H,
     dx = k // P_h + 1 - W), shared by the batch, or per sample with `per_sample_shifts`.
     `search="exhaustive"` scores every shift. `search="coarse_to_fine"` (for large images) scores
@@ -124,30 +157,34 @@ def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, salie
     around each sample's 4 best coarse ones (per-sample candidates; exhaustive on images of at most
     32 px a side). `shifts` injects [K, 2] or [B, K, 2] candidates. The first maximum wins ties.
 
-    An all-zero saliency map is treated as uniform; NaN, infinite or negative saliency raises.
+    An all-zero saliency map is treated as uniform; NaN, infinite or negative saliency raises (a
+    ValueError on CPU tensors, a device-side assert on CUDA ones: the call never waits for the
+    GPU). Only the saliency's shape matters, not its scale: each map is first divided by the power
+    of two just below its maximum (exact), so any finite saliency (1e-30 or 1e36) gives the same
+    result up to rounding, and a power-of-two rescaling gives a bit-identical one.
     Returns a MixResult with images, lam = mean(M), perm, shifts (the chosen (dy, dx) per
-    sample), mask M [B, 1, H, W], and extras: mass, candidates, scores, best_index.
+    sample), mask M [B, 1, H, W], and extras: mass, candidates, scores, best_index, search.
     The result is differentiable with respect to x (sample and partner); saliency is not.
     """
     check_images(x, name="x", allow_uint8=False)
     batch, _, height, width = x.shape
-    labels = check_labels(y, batch)
+    labels = check_labels(y, batch, x)
     source = saliency_source(x, grad, saliency)
     perm_t = resolve_perm(perm, batch, generator)
     mass_t = resolve_mass(mass, alpha, upper_lambda, batch, per_sample_mass, generator)
+    search = "injected" if shifts is not None else resolve_search(search, height, width)
     candidates = resolve_shifts(shifts, search, rand_pos, per_sample_shifts, batch, height, width, generator)
 
     device = x.device
-    perm_d = perm_t.to(device)
+    perm_d = to_device(perm_t, device)
     g1, g2 = dispatch.sage_saliency(source, perm_d, mass_t, kernel_size, sigma, backend=backend)
-    if not bool(torch.isfinite(g1).all()):
-        raise ValueError("saliency holds NaN or infinite values (check the loss and the gradient, "
-                         "e.g. fp16 overflow under AMP)")
+    require(torch.isfinite(g1), "saliency holds NaN or infinite values (check the loss and the gradient, "
+                                "e.g. fp16 overflow under AMP)")
     if candidates is None:
         candidates_d, scores, best_index = dispatch.sage_coarse_to_fine(
             g1, g2, backend=backend, chunk_elements=chunk_elements)
     else:
-        candidates_d = candidates.to(device)
+        candidates_d = to_device(candidates, device)
         scores, best_index = dispatch.sage_scores(g1, g2, candidates_d, backend=backend,
                                                   chunk_elements=chunk_elements)
     if candidates_d.dim() == 2:
@@ -156,5 +193,6 @@ def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, salie
         best_shifts = candidates_d[torch.arange(batch, device=device), best_index]
     mixed, mask, lam = dispatch.sage_mask_and_blend(x, perm_d, g1, g2, best_shifts, backend=backend)
     return MixResult(images=mixed, lam=lam.float(), perm=perm_d, shifts=best_shifts, mask=mask[:, None].float(),
-                     labels=labels, extras={"mass": mass_t.to(device), "candidates": candidates_d,
-                                            "scores": scores, "best_index": best_index})
+                     labels=labels, extras={"mass": to_device(mass_t, device), "candidates": candidates_d,
+                                            "scores": scores, "best_index": best_index,
+                                            "search": search})

@@ -11,7 +11,10 @@ The mixing ops are differentiable with respect to `images` (the sample and, thro
 the shift, its partner), so they also mix features inside a network (Manifold Mixup style).
 Saliency, scores and masks are not differentiable: gradients do not flow into grad, g1, g2,
 mass or lam. Every op runs its Triton kernel for `backend="triton"` and the PyTorch path for
-`backend="pytorch"`; "auto" picks Triton for CUDA tensors and PyTorch otherwise. The ops are
+`backend="pytorch"`; "auto" picks Triton for CUDA tensors, the numba CPU kernels
+(fastmix/backends/numba: mixup_blend, box_paste, box_fill, sage_mask_blend on uint8 / float32 /
+float64) for CPU tensors when numba is installed, and PyTorch otherwise; `backend="numba"`
+forces them (ops without a numba kernel run the PyTorch path). The ops are
 opaque to torch.compile, which traces them through their fake kernels without a graph break.
 """
 from ._backend import BACKENDS, resolve

@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import torch
 
+from ..backends import numba as numba_backend
 from ..backends import triton as triton_backend
 
-BACKENDS = ("auto", "pytorch", "triton")
+BACKENDS = ("auto", "pytorch", "triton", "numba")
 
 
-def resolve(backend: str, tensor: torch.Tensor) -> str:
-    """"auto": Triton for CUDA tensors when triton is installed, PyTorch otherwise. "triton" on
-    CPU tensors runs the kernels under the Triton interpreter (TRITON_INTERPRET=1)."""
+def resolve(backend: str, tensor: torch.Tensor, numba_dtypes: tuple | None = None) -> str:
+    """"auto": Triton for CUDA tensors when triton is installed; for CPU tensors the numba
+    kernels when numba is installed and the op has one for these dtypes (`numba_dtypes`: the
+    images' and output's dtypes; None for an op without a numba kernel), else PyTorch.
+    "triton" on CPU tensors runs the kernels under the Triton interpreter (TRITON_INTERPRET=1).
+    "numba" forces the numba kernels on CPU tensors; an op without one runs the PyTorch path."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "triton" if tensor.device.type == "cuda" and triton_backend.available() else "pytorch"
+        if tensor.device.type == "cuda":
+            return "triton" if triton_backend.available() else "pytorch"
+        if (tensor.device.type == "cpu" and numba_dtypes is not None and numba_backend.supports(*numba_dtypes)
+                and numba_backend.available()):
+            return "numba"
+        return "pytorch"
     if backend == "triton" and not triton_backend.available():
         raise RuntimeError("backend='triton' needs the triton package (Linux); use backend='pytorch'")
+    if backend == "numba":
+        if not numba_backend.available():
+            raise RuntimeError("backend='numba' needs the numba package (pip install numba); use backend='pytorch'")
+        if tensor.device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on CPU tensors, got a tensor on {tensor.device}")
+        if numba_dtypes is None:
+            return "pytorch"
+        if not numba_backend.supports(*numba_dtypes):
+            raise TypeError(f"backend='numba' handles {numba_backend.DTYPES} images and outputs, got "
+                            f"{tuple(str(d) for d in numba_dtypes)}; use backend='pytorch'")
     return backend
 
 
@@ -30,6 +49,36 @@ def check_tensor(tensor: torch.Tensor, name: str, shape: tuple, dtypes: tuple, d
         raise TypeError(f"{name} must have dtype in {dtypes}, got {tensor.dtype}")
     if tensor.device != device:
         raise ValueError(f"{name} is on {tensor.device} but the images are on {device}")
+
+
+def check_perm_meta(perm: torch.Tensor, batch: int, device: torch.device) -> None:
+    """perm: int64 [B] on the images' device or on the CPU (metadata only: fake kernels too)."""
+    check_tensor(perm, "perm", (batch,), INDICES, perm.device)
+    if perm.device != device and perm.device.type != "cpu":
+        raise ValueError(f"perm is on {perm.device}; it must be on the images' device ({device}) or the CPU")
+
+
+def perm_to(perm: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """perm on `device` (a copy that does not wait for the device when it is on the CPU)."""
+    return perm if perm.device == device else perm.to(device, non_blocking=True)
+
+
+def perm_on_device(perm: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """Range-check perm without a device synchronisation and return it on `device`.
+
+    A CPU perm (the operators draw it there) is checked on the host, which costs nothing, and
+    copied to the device without waiting. A device perm is checked by an asynchronous device-side
+    assert: a bad value fails at the next synchronisation instead of now; meanwhile the Triton
+    kernels clamp partner indices into the batch, so nothing is ever read outside the images."""
+    if perm.device.type == "cpu":
+        if perm.numel() and bool(((perm < 0) | (perm >= batch)).any()):
+            bad = perm[(perm < 0) | (perm >= batch)][:5].tolist()
+            raise ValueError(f"perm holds indices outside [0, {batch}): {bad}")
+        return perm_to(perm, device)
+    if perm.numel():
+        torch._assert_async(((perm >= 0) & (perm < batch)).all(),
+                            f"fastmix: perm holds indices outside [0, {batch})")
+    return perm
 
 
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

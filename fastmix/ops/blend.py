@@ -11,12 +11,13 @@ from typing import Optional
 import torch
 
 from ..backends.pytorch import blend as torch_blend
-from ._backend import INDICES, check_images, check_tensor, output_dtype, resolve
+from ._backend import (INDICES, check_images, check_perm_meta, check_tensor, output_dtype, perm_on_device, perm_to,
+                       resolve)
 
 
 def _check_mix(images, perm, out_dtype):
     check_images(images, allow_uint8=True)
-    check_tensor(perm, "perm", (images.shape[0],), INDICES, images.device)
+    check_perm_meta(perm, images.shape[0], images.device)
     return output_dtype(images, out_dtype)
 
 
@@ -30,9 +31,14 @@ def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
     """lam[i] * x[i] + (1 - lam[i]) * x[perm[i]] for lam float32 [B] in [0, 1]."""
     out_dtype = _check_mix(images, perm, out_dtype)
     check_tensor(lam, "lam", (images.shape[0],), (torch.float32, torch.float64), images.device)
-    if resolve(backend, images) == "triton":
+    perm = perm_on_device(perm, images.shape[0], images.device)  # perm: the images' device or the CPU
+    chosen = resolve(backend, images, (images.dtype, out_dtype))
+    if chosen == "triton":
         from ..backends.triton import blend as triton_blend
         return triton_blend.mixup_blend(images, perm, lam, out_dtype)
+    if chosen == "numba":
+        from ..backends.numba import blend as numba_blend
+        return numba_blend.mixup_blend(images, perm, lam, out_dtype)
     return torch_blend.mixup_blend(images.to(out_dtype), perm, lam)
 
 
@@ -44,7 +50,7 @@ def _(images, perm, lam, out_dtype=None, backend="auto"):
 
 def _save_mixup(ctx, inputs, output):
     images, perm, lam, _, _ = inputs
-    ctx.save_for_backward(perm, lam)
+    ctx.save_for_backward(perm_to(perm, images.device), lam)
     ctx.images_dtype = images.dtype
 
 
@@ -65,9 +71,14 @@ def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor,
     """Inside sample i's half-open box (y1, y2, x1, x2) the pixels of sample perm[i]."""
     out_dtype = _check_mix(images, perm, out_dtype)
     _check_boxes(images, boxes)
-    if resolve(backend, images) == "triton":
+    perm = perm_on_device(perm, images.shape[0], images.device)
+    chosen = resolve(backend, images, (images.dtype, out_dtype))
+    if chosen == "triton":
         from ..backends.triton import blend as triton_blend
         return triton_blend.box_paste(images, perm, boxes, out_dtype)
+    if chosen == "numba":
+        from ..backends.numba import blend as numba_blend
+        return numba_blend.box_paste(images, perm, boxes, out_dtype)
     return torch_blend.box_paste(images.to(out_dtype), perm, boxes)
 
 
@@ -80,7 +91,7 @@ def _(images, perm, boxes, out_dtype=None, backend="auto"):
 
 def _save_paste(ctx, inputs, output):
     images, perm, boxes, _, _ = inputs
-    ctx.save_for_backward(perm, boxes)
+    ctx.save_for_backward(perm_to(perm, images.device), boxes)
     ctx.images_dtype = images.dtype
 
 
@@ -103,9 +114,13 @@ def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float,
     check_images(images, allow_uint8=True)
     out_dtype = output_dtype(images, out_dtype)
     _check_boxes(images, boxes)
-    if resolve(backend, images) == "triton":
+    chosen = resolve(backend, images, (images.dtype, out_dtype))
+    if chosen == "triton":
         from ..backends.triton import blend as triton_blend
         return triton_blend.box_fill(images, boxes, value, out_dtype)
+    if chosen == "numba":
+        from ..backends.numba import blend as numba_blend
+        return numba_blend.box_fill(images, boxes, value, out_dtype)
     return torch_blend.box_fill(images.to(out_dtype), boxes, value)
 
 

@@ -12,13 +12,14 @@ import torch
 from ..backends.pytorch import sage as torch_sage
 from ..backends.pytorch.blend import compute_dtype
 from ..backends.pytorch.gaussian import gaussian_kernel1d
-from ._backend import FLOATS, INDICES, MAP_FLOATS, check_images, check_tensor, resolve
+from ._backend import (FLOATS, INDICES, MAP_FLOATS, check_images, check_perm_meta, check_tensor, perm_on_device,
+                       perm_to, resolve)
 
 
 def _check_grad(grad, perm, mass, kernel_size):
     check_tensor(grad, "grad", (None, None, None, None), FLOATS, grad.device)
     batch, _, height, width = grad.shape
-    check_tensor(perm, "perm", (batch,), INDICES, grad.device)
+    check_perm_meta(perm, batch, grad.device)
     check_tensor(mass, "mass", (batch,), MAP_FLOATS, grad.device)
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
@@ -41,6 +42,7 @@ def sage_saliency(grad: torch.Tensor, perm: torch.Tensor, mass: torch.Tensor, ke
     kernel_size Gaussian (reflect padding), normalised to mass max(a, 1e-12) for G1 and, for the
     partner s[perm], max(1 - a, 1e-12) for G2. float32 (float64 for float64 grad)."""
     _check_grad(grad, perm, mass, kernel_size)
+    perm = perm_on_device(perm, grad.shape[0], grad.device)  # perm: the grad's device or the CPU
     if resolve(backend, grad) == "triton":
         from ..backends.triton import saliency as triton_saliency
         dtype = compute_dtype(grad.dtype)
@@ -77,9 +79,13 @@ def sage_scores(g1: torch.Tensor, g2: torch.Tensor, shifts: torch.Tensor,
     PyTorch path's temporaries (the Triton path needs none)."""
     _check_maps(g1, g2)
     _check_shifts(g1, shifts)
-    if resolve(backend, g1) == "triton":
+    chosen = resolve(backend, g1, (g1.dtype,))
+    if chosen == "triton":
         from ..backends.triton import scores as triton_scores
         scores = triton_scores.shift_scores(g1, g2, shifts)
+    elif chosen == "numba":
+        from ..backends.numba import sage as numba_sage
+        scores = numba_sage.shift_scores(g1, g2, shifts)
     else:
         scores = torch_sage.shift_scores(g1, g2, shifts, chunk_elements)
     return scores, scores.argmax(dim=1)
@@ -96,7 +102,7 @@ def _(g1, g2, shifts, chunk_elements=torch_sage.DEFAULT_CHUNK_ELEMENTS, backend=
 def _check_mask_blend(images, perm, g1, g2, shifts):
     check_images(images, allow_uint8=False)
     batch, _, height, width = images.shape
-    check_tensor(perm, "perm", (batch,), INDICES, images.device)
+    check_perm_meta(perm, batch, images.device)
     check_tensor(g1, "g1", (batch, height, width), MAP_FLOATS, images.device)
     check_tensor(g2, "g2", (batch, height, width), (g1.dtype,), images.device)
     check_tensor(shifts, "shifts", (batch, 2), INDICES, images.device)
@@ -108,9 +114,14 @@ def sage_mask_blend(images: torch.Tensor, perm: torch.Tensor, g1: torch.Tensor, 
     """(mixed, M [B, H, W], lam [B]) with T = G2 shifted by shifts[b] = (dy, dx) (zero fill),
     M = G1 / max(G1 + T, 1e-16), lam = mean(M), mixed = M * x + (1 - M) * shift(x[perm])."""
     _check_mask_blend(images, perm, g1, g2, shifts)
-    if resolve(backend, images) == "triton":
+    perm = perm_on_device(perm, images.shape[0], images.device)  # perm: the images' device or the CPU
+    chosen = resolve(backend, images, (images.dtype,))
+    if chosen == "triton":
         from ..backends.triton import mask_blend as triton_mask_blend
         return triton_mask_blend.sage_mask_blend(images, perm, g1, g2, shifts)
+    if chosen == "numba":
+        from ..backends.numba import blend as numba_blend
+        return numba_blend.sage_mask_blend(images, perm, g1, g2, shifts)
     mask, lam = torch_sage.sage_mask(g1, g2, shifts)
     return torch_sage.sage_blend(images, perm, mask, shifts), mask, lam
 
@@ -125,7 +136,7 @@ def _save_mask_blend(ctx, inputs, output):
     images, perm, _, _, shifts, _ = inputs
     _, mask, lam = output
     ctx.mark_non_differentiable(mask, lam)
-    ctx.save_for_backward(perm, mask, shifts)
+    ctx.save_for_backward(perm_to(perm, images.device), mask, shifts)
     ctx.images_dtype = images.dtype
 
 

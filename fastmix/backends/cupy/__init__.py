@@ -2,5 +2,5 @@
 
 Kernels are compiled at first use with NVRTC (``cupy.RawModule``), run on torch's current
 stream and see torch tensors zero-copy through DLPack. CuPy is imported lazily, so importing
-fastmix never requires it; the torch ops in ``fastmix.ops_copy_paste`` route CUDA tensors here.
+fastmix never requires it; the torch ops in ``fastmix.ops.copy_paste`` route CUDA tensors here.
 """

@@ -1,7 +1,7 @@
 """Launchers of the Copy-Paste kernels (``kernels/copy_paste.cu``).
 
 Each function has the signature and the result of its oracle in
-``fastmix.backends.pytorch.copy_paste``; the torch ops in ``fastmix.ops_copy_paste`` call them
+``fastmix.backends.pytorch.copy_paste``; the torch ops in ``fastmix.ops.copy_paste`` call them
 for CUDA tensors. Nothing here copies to the host.
 """
 from __future__ import annotations

@@ -69,7 +69,7 @@ def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor) -> 
 
 def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float) -> torch.Tensor:
     """Inside sample i's box, write `value` (CutOut)."""
-    fill = torch.tensor(value, dtype=images.dtype, device=images.device)
+    fill = torch.full((), value, dtype=images.dtype, device=images.device)  # no host-to-device copy
     box = shared_box(boxes)
     if box is not None:
         y1, y2, x1, x2 = box

@@ -222,5 +222,5 @@ def fine_grained_saliency(images: torch.Tensor) -> torch.Tensor:
     mixed = torch.where(vmax > 0, torch.div(255 * (on + off), vmax.clamp(min=1), rounding_mode="floor") & 255, 0)
 
     # OpenCV's convertTo(CV_32F, 1/255): v * float32(1/255), not v / 255 (they differ for 126 values).
-    scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=mixed.device)
+    scale = torch.full((), 1.0 / 255.0, dtype=torch.float32, device=mixed.device)  # no host-to-device copy
     return mixed.to(torch.float32) * scale

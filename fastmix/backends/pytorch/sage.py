@@ -172,8 +172,9 @@ def shifts_around(centres: torch.Tensor, radius: int, height: int, width: int) -
     steps = torch.arange(-radius, radius + 1, device=centres.device)
     offsets = torch.stack(torch.meshgrid(steps, steps, indexing="ij"), dim=-1).view(-1, 2)
     shifts = (centres[:, :, None, :] + offsets).reshape(centres.shape[0], -1, 2)
-    limit = torch.tensor([height - 1, width - 1], device=centres.device)
-    return torch.maximum(torch.minimum(shifts, limit), -limit)
+    # clamp per axis with Python bounds: a torch.tensor(..., device="cuda") would be a blocking copy
+    return torch.stack([shifts[..., 0].clamp(-(height - 1), height - 1),
+                        shifts[..., 1].clamp(-(width - 1), width - 1)], dim=-1)
 
 
 def coarse_to_fine(g1: torch.Tensor, g2: torch.Tensor, score_fn=None, *, side: int = COARSE_SIDE,

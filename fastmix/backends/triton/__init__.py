@@ -2,7 +2,8 @@
 
 One module per kernel family (`blend`: Mixup / box paste / box fill, `saliency`: SAGE saliency
 prep, `scores`: SAGE shift-score search, `mask_blend`: SAGE mask + blend), plus `_launch`
-(allocation, block sizes, device checks) and `_common` (jit helpers). `triton` is imported only
+(allocation, block sizes, grids, device checks), `_common` (jit helpers) and `aot` (compile
+proofs: every launched variant compiled to cubin for sm_75 / sm_80 / sm_90 without a GPU). `triton` is imported only
 when a kernel module is imported, so `import fastmix` works where triton is not installed
 (macOS, Windows) and the PyTorch path keeps working there.
 """

@@ -13,6 +13,9 @@ import triton
 import triton.language as tl
 
 MAX_PIXEL_BLOCK = 1024
+ELEMENT_BLOCK = 1024          # elements per program of a channels_last sample
+MAX_GRID_X = 2**31 - 1        # CUDA's limit on grid axis 0 (axes 1 and 2: 65,535, unused)
+MAX_INDEX = 2**31 - 1         # in-sample offsets and map indices are int32
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 _poisoned = False
@@ -60,6 +63,59 @@ def warps_for(lanes: int) -> int:
 def dense_rows(images: torch.Tensor) -> bool:
     """Rows of each channel plane stored back to back (NCHW, channels_last, not a column slice)."""
     return images.stride(2) == images.shape[3] * images.stride(3)
+
+
+def output_like(images: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Output for `images`: the same strides when each sample is a dense NCHW or channels_last
+    block, otherwise (a column slice, any other layout) dense NCHW."""
+    if images.is_contiguous() or images.is_contiguous(memory_format=torch.channels_last):
+        return empty_like(images, dtype=dtype)
+    return empty(images.shape, dtype or images.dtype, images.device)
+
+
+def is_channels_last(out: torch.Tensor) -> bool:
+    """Layout of an `output_like` tensor (NCHW when it is both, e.g. C == 1)."""
+    return not out.is_contiguous()
+
+
+def same_sample_layout(images: torch.Tensor, out: torch.Tensor) -> bool:
+    """Each sample of images laid out like out's, so an element's offset within the sample is
+    the same in both (the batch stride may differ)."""
+    return images.stride()[1:] == out.stride()[1:]
+
+
+def element_chunks(out: torch.Tensor) -> tuple[int, int]:
+    """(chunks per sample, elements per chunk) of the element kernels for a dense output:
+    channels_last samples are cut into ELEMENT_BLOCK pieces; NCHW samples into one pixel tile of
+    one channel plane each (C * tiles chunks)."""
+    _, channels, height, width = out.shape
+    plane = height * width
+    if channels * plane > MAX_INDEX:
+        raise ValueError(f"a sample of {channels}x{height}x{width} elements exceeds the kernels' int32 "
+                         f"indexing ({MAX_INDEX} elements per sample)")
+    if is_channels_last(out):
+        return triton.cdiv(channels * plane, ELEMENT_BLOCK), ELEMENT_BLOCK
+    block = pixel_block(plane)
+    return channels * triton.cdiv(plane, block), block
+
+
+def check_sample_offsets(tensor: torch.Tensor, name: str = "images") -> None:
+    """Offsets inside one sample (all dims but the batch) must fit the kernels' int32 arithmetic;
+    batch offsets are 64-bit. Only a view with enormous strides can break this."""
+    largest = sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape[1:], tensor.stride()[1:]) if size)
+    if largest > MAX_INDEX:
+        raise ValueError(f"{name}: offsets inside one sample reach {largest}, beyond the kernels' int32 indexing "
+                         f"({MAX_INDEX}); pass a contiguous tensor")
+
+
+def sample_grid(batch: int, chunks: int) -> tuple[int]:
+    """1-D grid of batch * chunks programs (sample fastest), checked against CUDA's limit.
+    Launchers skip the launch when it is empty."""
+    programs = batch * chunks
+    if programs > MAX_GRID_X:
+        raise ValueError(f"{batch} samples x {chunks} chunks = {programs} programs exceed CUDA's grid limit "
+                         f"({MAX_GRID_X}); split the batch")
+    return (programs,)
 
 
 def check_launchable(kernel, *tensors: torch.Tensor) -> None:

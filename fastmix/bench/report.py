@@ -1,7 +1,7 @@
-"""Writes a run's results (results.json, results.md, throughput.png) and the per-device index in
-benchmarks/results/README.md.
+"""Writes a run's results (results.json, results.md, throughput.png) and the per-device index of a
+results folder's README.md (benchmarks/results/README.md in the source checkout).
 
-    python -m benchmarks.report benchmarks/results     # refresh the README's per-device sections
+    python -m fastmix.bench.report benchmarks/results     # refresh the README's per-device sections
 
 Ratios are always "contender time / fastmix time" on the same device, inputs and run: above 1
 fastmix is faster. The fastmix time of an operator is its kernel-path row, or its PyTorch-path
@@ -81,7 +81,7 @@ def markdown(results: dict) -> str:
     bw = meta["copy_bandwidth"]
     lines = [f"# fastmix benchmarks: {meta['device_name']} ({meta['device']['type']})", "",
              f"- Run: {meta['started']}, {meta['duration_s']} s, size `{meta['size']}`, commit {meta.get('git_commit')}, "
-             f"command `{meta['command']}`.",
+             f"command `{meta['command']}`" + (f" (from `{meta['cwd']}`)" if meta.get("cwd") else "") + ".",
              f"- Device: {json.dumps(meta['device'])}.",
              f"- Versions: {_versions_line(meta['versions'])}.",
              f"- Copy bandwidth measured in this run: **{bw['GB_per_s']:.1f} GB/s** (read + write, "
@@ -144,15 +144,27 @@ def _step_line(r: dict, step_rows: list[dict]) -> str:
     return f"| {r['size_label']} | {r['contender']} | {_ms(r['median_ms'])} | {_ms(r['iqr_ms'])} | {overhead} | {r['note']} |"
 
 
-def write_results(results: dict, out_dir: Path) -> None:
-    from .plot import plot_throughput
-
+def write_results(results: dict, out_dir: Path) -> list[str]:
+    """Writes the files and returns their names; the plot is skipped (and the reason recorded in
+    meta["plot_skipped"]) when matplotlib is not installed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import matplotlib  # noqa: F401
+        plot = True
+    except ImportError:
+        plot = False
+        results["meta"]["plot_skipped"] = "matplotlib is not installed (pip install 'fastmix[bench]')"
     results = {**results, "key_ratios": key_ratios(results["rows"])}
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     (out_dir / "results.md").write_text(markdown(results))
-    plot_throughput(results, out_dir / "throughput.png")
+    written = ["results.json", "results.md"]
+    if plot:
+        from .plot import plot_throughput
+
+        plot_throughput(results, out_dir / "throughput.png")
+        written.append("throughput.png")
+    return written
 
 
 def readme_sections(root: Path) -> str:
@@ -183,5 +195,6 @@ def update_readme(root: Path) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results")
-    print(f"updated {update_readme(target)}")
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m fastmix.bench.report RESULTS_ROOT   (e.g. benchmarks/results)")
+    print(f"updated {update_readme(Path(sys.argv[1]))}")

@@ -86,7 +86,9 @@ def _fastmix_sage(model, optimizer, num_classes):
 
 
 def _reference_sage(model, optimizer, num_classes):
-    from .reference_sage_step import reference_sage_step
+    from .references import get
+
+    reference_sage_step = get("reference_sage_step")
 
     rng = np.random.RandomState(0)
     return lambda s: reference_sage_step(model, optimizer, s["x"], s["y"], num_classes,

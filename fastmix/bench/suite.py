@@ -1,8 +1,11 @@
 """The benchmark suite: every contender of every operator and size, then the training-step
 overhead, on the device it finds; results written as JSON, a markdown table and a PNG plot.
 
-    python -m benchmarks --out RESULTS_DIR [--size full|tiny] [--device cpu|cuda] ...
-    fastmix bench --out RESULTS_DIR ...            (the same, from a source checkout)
+    fastmix bench --out RESULTS_DIR [--size full|tiny] [--device cpu|cuda] ...
+    python -m benchmarks --out RESULTS_DIR ...   (source checkout: adds the reference re-implementations)
+
+Results record the command that re-runs them as written. The plot needs matplotlib (the `bench`
+extra); without it the run still writes the JSON and markdown and says the plot was skipped.
 
 A contender that fails is recorded as failed with its error and the run goes on; one that
 cannot run here (a missing package, not enough memory) is recorded as skipped with the reason.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -190,17 +194,23 @@ def run_task(task: Task, ctx: Context, size) -> dict:
     return row
 
 
-def run_suite(settings: Settings, device: torch.device, out_dir: Path, *, progress: bool = True) -> dict:
+def run_suite(settings: Settings, device: torch.device, out_dir: Path, *, progress: bool = True,
+              command: str | None = None) -> dict:
+    from . import references
     from .report import write_results
 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    checkout = environment.source_checkout()
     meta = {
-        "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks"] + sys.argv[1:]),
+        "command": command,
+        "python": sys.executable,
+        "cwd": os.getcwd(),
+        "references": references.registered() or references.MISSING,
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "size": settings.size, "device": environment.describe_device(device),
         "device_name": environment.short_device_name(device), "versions": environment.library_versions(),
-        "git_commit": environment.git_commit(Path(__file__).resolve().parent.parent),
+        "git_commit": environment.git_commit(checkout) if checkout else None,
         "settings": {k: v for k, v in vars(settings).items()},
         "load_average_start": _load_average(),
         "timing_method": ("CUDA events around each call, synchronize after it" if device.type == "cuda"
@@ -233,7 +243,7 @@ def run_suite(settings: Settings, device: torch.device, out_dir: Path, *, progre
     meta["load_average_end"] = _load_average()
     meta["duration_s"] = round(time.time() - started, 1)
     results = {"meta": meta, "rows": rows}
-    write_results(results, out_dir)
+    results["written"] = write_results(results, out_dir)
     return results
 
 
@@ -254,7 +264,7 @@ def _progress(tasks, enabled: bool):
     return tqdm(tasks, unit="row", dynamic_ncols=True)
 
 
-def parse_args(argv=None, prog: str = "python -m benchmarks"):
+def parse_args(argv=None, prog: str = "fastmix bench"):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_arguments(parser)
     return parser.parse_args(argv)
@@ -276,41 +286,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def main(argv=None, prog: str = "python -m benchmarks") -> int:
-    return run_from_args(parse_args(argv, prog))
-
-
-def run_from_args(args) -> int:
+def main(argv=None, prog: str = "fastmix bench") -> int:
+    """Run the suite; a bad option is one line on stderr and exit status 2, never a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv, prog)
+    try:
+        settings, device, out = configure(args)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        return _run(args)
+        results = run_suite(settings, device, out, progress=not args.quiet,
+                            command=" ".join([prog, shlex.join(argv)]).strip())
     finally:
         torch.set_num_threads(threads)  # the caller's setting (the suite also runs inside pytest)
+    counts = {}
+    for row in results["rows"]:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    written = ", ".join(str(out / name) for name in results["written"])
+    print(f"wrote {written} ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}; "
+          f"{results['meta']['duration_s']} s)")
+    if results["meta"].get("plot_skipped"):
+        print(f"skipped throughput.png: {results['meta']['plot_skipped']}")
+    return 0
 
 
-def _run(args) -> int:
+def configure(args) -> tuple[Settings, torch.device, Path]:
+    """Settings, device and results folder from the parsed options (ValueError names a bad one)."""
     device = environment.pick_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     settings = Settings.defaults(args.size, device)
     for name in ("warmup", "repeats", "min_repeats"):
-        if getattr(args, name) is not None:
-            setattr(settings, name, getattr(args, name))
+        value = getattr(args, name)
+        if value is not None:
+            if value < (0 if name == "warmup" else 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}, got {value}")
+            setattr(settings, name, value)
     if args.budget is not None:
+        if not args.budget > 0:
+            raise ValueError(f"--budget must be positive, got {args.budget}")
         settings.budget_s = args.budget
     if args.sizes:
         settings.sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip())
     if args.operators:
         settings.operators = tuple(s.strip() for s in args.operators.split(",") if s.strip())
     settings.train_step = not args.no_train_step
-    unknown = set(settings.sizes) - set(SIZES[settings.size]) | set(settings.operators) - set(OPERATORS)
-    if unknown:
-        raise SystemExit(f"unknown sizes/operators: {sorted(unknown)}")
+    unknown_sizes = sorted(set(settings.sizes) - set(SIZES[settings.size]))
+    if unknown_sizes:
+        raise ValueError(f"--sizes: unknown {unknown_sizes}; choose from {','.join(SIZES[settings.size])}")
+    unknown_operators = sorted(set(settings.operators) - set(OPERATORS))
+    if unknown_operators:
+        raise ValueError(f"--operators: unknown {unknown_operators}; choose from {','.join(OPERATORS)}")
     out = Path(args.out)
-    results = run_suite(settings, device, out, progress=not args.quiet)
-    counts = {}
-    for row in results["rows"]:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}, {out / 'throughput.png'} "
-          f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}; {results['meta']['duration_s']} s)")
-    return 0
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; the suite writes a results folder there")
+    return settings, device, out

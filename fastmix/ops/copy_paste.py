@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import FLOAT_DTYPES
-from .backends.pytorch import copy_paste as torch_copy_paste
-from .backends.pytorch import fine_grained_saliency as torch_saliency
+from .._checks import FLOAT_DTYPES
+from ..backends.pytorch import copy_paste as torch_copy_paste
+from ..backends.pytorch import fine_grained_saliency as torch_saliency
 
 __all__ = ["BACKENDS", "lsj_resample_images", "lsj_resample_masks", "occlusion_update", "copy_paste_blend",
            "instance_boxes_areas", "fine_grained_saliency"]
@@ -39,7 +39,7 @@ def _use_cupy(backend: str, tensor: Tensor) -> bool:
 
 
 def _cupy_copy_paste():
-    from .backends.cupy import copy_paste
+    from ..backends.cupy import copy_paste
 
     return copy_paste
 
@@ -209,9 +209,16 @@ def fine_grained_saliency(images: Tensor, backend: str = "auto") -> Tensor:
     images: float32 [B, H, W] in [0, 1], bit-identical to OpenCV on every device."""
     _check_saliency(images)
     if _use_cupy(backend, images):
-        from .backends.cupy import fine_grained_saliency as cupy_saliency
+        from ..backends.cupy import fine_grained_saliency as cupy_saliency
 
         return cupy_saliency.fine_grained_saliency(images)
+    if backend == "auto" and images.device.type == "cpu":
+        from ..backends import numba as numba_backend
+
+        if numba_backend.available():
+            from ..backends.numba import saliency as numba_saliency
+
+            return numba_saliency.fine_grained_saliency(images)
     return torch_saliency.fine_grained_saliency(images)
 
 

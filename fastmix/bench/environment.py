@@ -17,9 +17,23 @@ DISTRIBUTIONS = ("torch", "numpy", "triton", "cupy-cuda13x", "cupy-cuda12x", "ti
 
 
 def pick_device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device asked for (ValueError, with what is available, when it cannot be used here)."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device name; use cpu or cuda") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (f"torch {torch.__version__} is a CPU-only build" if torch.version.cuda is None
+                     else f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no GPU")
+            raise ValueError(f"--device {name}: no CUDA device is available here ({build}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: the suite runs on cpu or cuda")
+    return device
 
 
 def cpu_model() -> str:
@@ -95,6 +109,17 @@ def library_versions() -> dict:
             versions[dist] = None
     versions["torch_runtime"] = torch.__version__
     return versions
+
+
+def source_checkout() -> Path | None:
+    """The git checkout the imported fastmix comes from (an editable install), or None for an
+    installed copy: a site-packages inside some other repository must not lend it its commit."""
+    import fastmix
+
+    root = Path(fastmix.__file__).resolve().parent.parent
+    if (root / ".git").exists() and (root / "pyproject.toml").is_file():
+        return root
+    return None
 
 
 def git_commit(root: Path) -> str | None:

@@ -17,6 +17,7 @@ import torch
 
 import fastmix
 
+from . import references
 from .peers import PEERS, Unavailable
 from .workloads import ClassificationSize, InstanceSize
 
@@ -110,7 +111,7 @@ def classification_tasks(size: ClassificationSize, device: torch.device, *, cpu_
         num_classes=classes), mix_floor)
 
     def ref_mixup(ctx):
-        from .reference_mixup_cutmix import reference_mixup
+        reference_mixup = references.get("reference_mixup")
         rng = np.random.RandomState(0)
         return lambda s: reference_mixup(s["x"], s["y"], 1.0, rng)
     tasks.append(Task("operators", size.name, "mixup", "reference (mixup-cifar10 train.py)", "reference",
@@ -123,7 +124,7 @@ def classification_tasks(size: ClassificationSize, device: torch.device, *, cpu_
         num_classes=classes), mix_floor)
 
     def ref_cutmix(ctx):
-        from .reference_mixup_cutmix import reference_cutmix
+        reference_cutmix = references.get("reference_cutmix")
         rng = np.random.RandomState(0)
         return lambda s: reference_cutmix(s["x"], s["y"], 1.0, 1.0, rng)
     tasks.append(Task("operators", size.name, "cutmix", "reference (CutMix-PyTorch train.py)", "reference",
@@ -139,7 +140,7 @@ def classification_tasks(size: ClassificationSize, device: torch.device, *, cpu_
         s["x"], s["y"], value_range=None, backend=b).targets(num_classes=classes), mix_floor)
 
     def ref_salmix(ctx):
-        from .reference_saliencymix import reference_saliencymix
+        reference_saliencymix = references.get("reference_saliencymix")
         try:
             import cv2
             cv2.saliency.StaticSaliencyFineGrained_create()
@@ -158,7 +159,7 @@ def classification_tasks(size: ClassificationSize, device: torch.device, *, cpu_
         guided_floor, subset=guided_subset)
 
     def ref_sage(ctx):
-        from .reference_sage_step import reference_sage_mix
+        reference_sage_mix = references.get("reference_sage_mix")
         rng = np.random.RandomState(0)
         return lambda s: reference_sage_mix(s["x"], s["grad"], rng=rng, **SAGE_OPTIONS)
     side = size.side
@@ -172,7 +173,7 @@ def classification_tasks(size: ClassificationSize, device: torch.device, *, cpu_
     puzzle_subset = 32 if cpu_full and size.name == "imagenet" else None
     for processes in (0, min(PUZZLE_POOL, os.cpu_count() or 1)):
         def ref_puzzle(ctx, processes=processes):
-            from .reference_puzzlemix import reference_puzzlemix
+            reference_puzzlemix = references.get("reference_puzzlemix")
             _require_gco()
             rng = np.random.RandomState(0)
             pool = ctx.process_pool(processes) if processes else None
@@ -186,7 +187,7 @@ def classification_tasks(size: ClassificationSize, device: torch.device, *, cpu_
                                (f"; {puzzle_options}" if puzzle_options else "")))
 
     def ref_comix(ctx):
-        from .reference_comixup import reference_comixup
+        reference_comixup = references.get("reference_comixup")
         _require_gco()
         rng = np.random.RandomState(0)
         return lambda s: reference_comixup(s["x"], s["grad"], torch.nn.functional.one_hot(s["y"], classes).float(),
@@ -200,16 +201,7 @@ def classification_tasks(size: ClassificationSize, device: torch.device, *, cpu_
 
 def copy_paste_tasks(size: InstanceSize, device: torch.device) -> list[Task]:
     floor = 2 * (size.image_bytes() + size.mask_bytes())
-    try:
-        from fastmix.copy_paste import copy_paste
-        from .reference_copy_paste import reference_copy_paste
-        missing = None
-    except ImportError as exc:
-        missing = f"not available: {exc}"
-    if missing:
-        return [Task("operators", size.name, "copy_paste", name, kind, "", skip_reason=missing)
-                for name, kind in (("fastmix (kernel path)", "fastmix-kernel"), ("fastmix (PyTorch path)", "fastmix-pytorch"),
-                                   ("reference (per-image NumPy, mmdetection structure)", "reference"))]
+    from fastmix.copy_paste import copy_paste
 
     def call(s, backend):
         return copy_paste(s["batch"], params=s["params"], backend=backend)
@@ -217,9 +209,14 @@ def copy_paste_tasks(size: InstanceSize, device: torch.device) -> list[Task]:
     output = (size.side, size.side)
     tasks.append(Task("operators", size.name, "copy_paste", "reference (per-image NumPy, mmdetection structure)",
                       "reference", "reference structure", floor_bytes=floor,
-                      prepare=lambda ctx: (lambda s: reference_copy_paste(s["samples"], s["params"], output)),
+                      prepare=lambda ctx: _reference_copy_paste(output),
                       note="one image at a time in NumPy on the CPU, in one process (as one loader worker)"))
     return tasks
+
+
+def _reference_copy_paste(output):
+    reference_copy_paste = references.get("reference_copy_paste")
+    return lambda s: reference_copy_paste(s["samples"], s["params"], output)
 
 
 def _require_gco():

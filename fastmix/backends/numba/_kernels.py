@@ -1,0 +1,627 @@
+"""numba kernels on NumPy arrays: Mixup blend, box paste / fill, SAGE mask + blend.
+
+This module imports only numpy and numba, so the same compiled functions serve the torch
+wrappers (fastmix.backends.numba.blend) and DALI's CPU `numba_function`. Every kernel reads
+each input element at most once and writes each output element once; work is split over the
+batch and over blocks of rows (or of elements) with `prange`, so B=1 still uses every thread.
+
+Arithmetic matches the PyTorch path bit for bit: the blend weights w and 1 - w are computed by
+the caller in the compute dtype (float32, float64 for float64 output), each product and the sum
+are rounded separately (numba does not contract them into an FMA without fastmath), and uint8
+outputs are rounded half-to-even (np.rint) and saturated to [0, 255] as `round().clamp(0, 255)`
+does. Outputs may not alias inputs (the callers check).
+
+Layouts: images are C-contiguous arrays. The elementwise kernels see a batch as [B, N]. The box
+kernels see it as [B, R, L] rows: NCHW is [B, C*H, W] (row r is image row r % H, box columns
+[x1, x2)), channels_last is [B, H, W*C] (row r is image row r, box elements [x1*C, x2*C)).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+# cache=True: compiled code is written beside this file (or, when that folder is not writable,
+# to numba's per-user cache dir), so a DataLoader worker or a new process loads it instead of
+# recompiling. nogil: DALI and other Python threads keep running during a call.
+_OPTS = dict(parallel=True, cache=True, nogil=True)
+_CHUNK = 1 << 14  # elements per work item: large enough to hide the scheduling cost
+ZERO = np.float32(0.0)
+TOP = np.float32(255.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _to_u8(value):
+    """torch's `round().clamp(0, 255)` then a cast to uint8 (value float32)."""
+    value = np.rint(value)
+    if value < ZERO:
+        value = ZERO
+    if value > TOP:
+        value = TOP
+    return np.uint8(value)
+
+
+@njit(**_OPTS)
+def mixup_u8(x, perm, w, w1, out):
+    """uint8 [B, N] -> uint8 [B, N]: out[b] = rint(w[b] * x[b] + w1[b] * x[perm[b]]), saturated.
+    w, w1 float32 [B] (w1 = 1 - w computed in float32 by the caller)."""
+    batch, n = x.shape
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    for t in prange(batch * chunks):
+        b = t // chunks
+        start = (t % chunks) * _CHUNK
+        stop = min(start + _CHUNK, n)
+        a = w[b]
+        c = w1[b]
+        # Slices indexed from 0: LLVM then knows the indices are non-negative and vectorises.
+        own = x[b, start:stop]
+        other = x[perm[b], start:stop]
+        dst = out[b, start:stop]
+        for i in range(stop - start):
+            dst[i] = _to_u8(a * own[i] + c * other[i])
+
+
+@njit(**_OPTS)
+def mixup_float(x, perm, w, w1, out):
+    """[B, N] (uint8 or float) -> float [B, N]: out[b] = w[b] * x[b] + w1[b] * x[perm[b]],
+    computed in w's dtype (float32 or float64) and stored in out's dtype."""
+    batch, n = x.shape
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    for t in prange(batch * chunks):
+        b = t // chunks
+        start = (t % chunks) * _CHUNK
+        stop = min(start + _CHUNK, n)
+        a = w[b]
+        c = w1[b]
+        own = x[b, start:stop]
+        other = x[perm[b], start:stop]
+        dst = out[b, start:stop]
+        for i in range(stop - start):
+            dst[i] = a * own[i] + c * other[i]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _span(lo, hi, width, scale):
+    """Element range of columns [lo, hi) clipped to [0, width), times scale (empty if hi <= lo)."""
+    lo = min(max(lo, 0), width)
+    hi = min(max(hi, lo), width)
+    return lo * scale, hi * scale
+
+
+@njit(**_OPTS)
+def box_paste(x, perm, boxes, height, scale, out):
+    """Rows [B, R, L] (see the module docstring): inside sample b's half-open box
+    (y1, y2, x1, x2) the elements of sample perm[b], elsewhere sample b's (cast to out's dtype).
+    `scale` is 1 for NCHW and C for channels_last; `height` is H."""
+    batch, rows, length = x.shape
+    block = max(1, _CHUNK // max(length, 1))
+    blocks = (rows + block - 1) // block
+    width = length // scale
+    for t in prange(batch * blocks):
+        b = t // blocks
+        r0 = (t % blocks) * block
+        r1 = min(r0 + block, rows)
+        y1 = boxes[b, 0]
+        y2 = boxes[b, 1]
+        c1, c2 = _span(boxes[b, 2], boxes[b, 3], width, scale)
+        p = perm[b]
+        for r in range(r0, r1):
+            y = r % height
+            own = x[b, r]
+            dst = out[b, r]
+            if y1 <= y < y2 and c1 < c2:
+                dst[:c1] = own[:c1]
+                dst[c1:c2] = x[p, r, c1:c2]
+                dst[c2:] = own[c2:]
+            else:
+                dst[:] = own
+
+
+@njit(**_OPTS)
+def box_fill(x, boxes, fill, height, scale, out):
+    """Rows [B, R, L]: inside sample b's box fill[0] (already in out's dtype), elsewhere sample b."""
+    batch, rows, length = x.shape
+    block = max(1, _CHUNK // max(length, 1))
+    blocks = (rows + block - 1) // block
+    width = length // scale
+    value = fill[0]
+    for t in prange(batch * blocks):
+        b = t // blocks
+        r0 = (t % blocks) * block
+        r1 = min(r0 + block, rows)
+        y1 = boxes[b, 0]
+        y2 = boxes[b, 1]
+        c1, c2 = _span(boxes[b, 2], boxes[b, 3], width, scale)
+        for r in range(r0, r1):
+            y = r % height
+            own = x[b, r]
+            dst = out[b, r]
+            if y1 <= y < y2 and c1 < c2:
+                dst[:c1] = own[:c1]
+                dst[c1:c2] = value
+                dst[c2:] = own[c2:]
+            else:
+                dst[:] = own
+
+
+def _cast_like(value, like):
+    """`value` converted to `like`'s float type (the mask cast to the images' compute dtype)."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(_cast_like, inline="always")
+def _cast_like_impl(value, like):
+    if isinstance(like, types.Float) and like.bitwidth == 32:
+        return lambda value, like: np.float32(value)
+    return lambda value, like: np.float64(value)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mask_row(g1, g2, b, y, dy, dx, height, width, eps, mask):
+    """Row y of M = G1 / max(G1 + shift(G2), eps) into mask[b, y]; returns the row's sum. Three
+    column ranges (before, inside, after the shifted partner) keep the loops branch-free."""
+    own = g1[b, y]
+    dst = mask[b, y]
+    sy = y - dy
+    lo = min(max(dx, 0), width)
+    hi = max(min(width + dx, width), lo)
+    if not 0 <= sy < height:
+        hi = lo
+    total = 0.0
+    for col in range(lo):
+        g = own[col]
+        m = g / max(g + (g - g), eps)
+        dst[col] = m
+        total += m
+    if hi > lo:
+        mine = own[lo:hi]
+        other = g2[b, sy, lo - dx:hi - dx]
+        out = dst[lo:hi]
+        for i in range(hi - lo):
+            g = mine[i]
+            m = g / max(g + other[i], eps)
+            out[i] = m
+            total += m
+    for col in range(hi, width):
+        g = own[col]
+        m = g / max(g + (g - g), eps)
+        dst[col] = m
+        total += m
+    return total
+
+
+@njit(**_OPTS)
+def sage_mask_blend_nchw(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out):
+    """x, out float [B, C, H, W]; g1, g2, mask [B, H, W] (float32/float64); row_sums [B, H].
+    mask = G1 / max(G1 + shift(G2), eps); out = m * x + (1 - m) * shift(x[perm]) with m the
+    mask cast to the images' compute dtype (weight_one's dtype: 1 in that dtype), zero fill."""
+    batch, channels, height, width = x.shape
+    for t in prange(batch * height):
+        b = t // height
+        y = t % height
+        dy = shifts[b, 0]
+        dx = shifts[b, 1]
+        row_sums[b, y] = _mask_row(g1, g2, b, y, dy, dx, height, width, eps, mask)
+        p = perm[b]
+        sy = y - dy
+        row_in = 0 <= sy < height
+        lo = min(max(dx, 0), width)
+        hi = max(min(width + dx, width), lo)
+        if not row_in:
+            hi = lo
+        zero = weight_one - weight_one
+        for c in range(channels):
+            own = x[b, c, y]
+            dst = out[b, c, y]
+            for col in range(lo):
+                m = _cast_like(mask[b, y, col], weight_one)
+                dst[col] = m * own[col] + (weight_one - m) * zero
+            if hi > lo:
+                src = x[p, c, sy]
+                for col in range(lo, hi):
+                    m = _cast_like(mask[b, y, col], weight_one)
+                    dst[col] = m * own[col] + (weight_one - m) * src[col - dx]
+            for col in range(hi, width):
+                m = _cast_like(mask[b, y, col], weight_one)
+                dst[col] = m * own[col] + (weight_one - m) * zero
+
+
+@njit(**_OPTS)
+def sage_mask_blend_nhwc(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out):
+    """As sage_mask_blend_nchw for channels_last images x, out [B, H, W, C]."""
+    batch, height, width, channels = x.shape
+    for t in prange(batch * height):
+        b = t // height
+        y = t % height
+        dy = shifts[b, 0]
+        dx = shifts[b, 1]
+        row_sums[b, y] = _mask_row(g1, g2, b, y, dy, dx, height, width, eps, mask)
+        p = perm[b]
+        sy = y - dy
+        row_in = 0 <= sy < height
+        zero = weight_one - weight_one
+        for col in range(width):
+            m = _cast_like(mask[b, y, col], weight_one)
+            sx = col - dx
+            inside = row_in and 0 <= sx < width
+            for c in range(channels):
+                if inside:
+                    out[b, y, col, c] = m * x[b, y, col, c] + (weight_one - m) * x[p, sy, sx, c]
+                else:
+                    out[b, y, col, c] = m * x[b, y, col, c] + (weight_one - m) * zero
+
+
+@njit(**_OPTS)
+def mask_boxes_areas(masks, boxes, areas):
+    """masks uint8 [M, H, W] (nonzero = object) -> boxes float32 [M, 4] (x1, y1, x2, y2; x2/y2
+    exclusive) and areas int64 [M]; an empty mask gives (0, 0, 0, 0) and 0. One pass per mask:
+    a row is counted with a vectorised loop and searched for its ends only when it is not empty."""
+    count, height, width = masks.shape
+    for m in prange(count):
+        y1 = -1
+        y2 = 0
+        x1 = width
+        x2 = 0
+        area = 0
+        for y in range(height):
+            row = masks[m, y]
+            # Most rows of an object's mask are empty: a byte OR (64 bytes per vector op) finds
+            # them; only the others are counted.
+            seen = np.uint8(0)
+            for x in range(width):
+                seen |= row[x]
+            if seen == 0:
+                continue
+            filled = 0
+            for x in range(width):
+                filled += row[x] != 0
+            if filled:
+                area += filled
+                if y1 < 0:
+                    y1 = y
+                y2 = y + 1
+                first = 0
+                while row[first] == 0:
+                    first += 1
+                last = width - 1
+                while row[last] == 0:
+                    last -= 1
+                x1 = min(x1, first)
+                x2 = max(x2, last + 1)
+        areas[m] = area
+        if area:
+            boxes[m, 0] = x1
+            boxes[m, 1] = y1
+            boxes[m, 2] = x2
+            boxes[m, 3] = y2
+        else:
+            boxes[m, 0] = 0
+            boxes[m, 1] = 0
+            boxes[m, 2] = 0
+            boxes[m, 3] = 0
+
+
+@njit(**_OPTS)
+def occlusion_update(receiving, pasted, alpha, updated):
+    """receiving uint8 [B, N, H*W], pasted uint8 [B, N', H*W] (0/1) -> alpha uint8 [B, H*W] = any
+    over N' of pasted, updated uint8 [B, N, H*W] = receiving & ~alpha. Work items: (image, block of pixels)."""
+    batch, slots, pixels = receiving.shape
+    blocks = (pixels + _CHUNK - 1) // _CHUNK
+    for t in prange(batch * blocks):
+        b = t // blocks
+        start = (t % blocks) * _CHUNK
+        stop = min(start + _CHUNK, pixels)
+        a = alpha[b, start:stop]
+        a[:] = 0
+        for n in range(pasted.shape[1]):
+            src = pasted[b, n, start:stop]
+            for i in range(stop - start):
+                a[i] |= src[i]
+        for n in range(slots):
+            src = receiving[b, n, start:stop]
+            dst = updated[b, n, start:stop]
+            for i in range(stop - start):
+                dst[i] = src[i] & (a[i] ^ 1)
+
+
+ONE = np.float32(1.0)
+
+
+@njit(**_OPTS)
+def lsj_bilinear(images, sources, rows0, rows1, wy, inside_y, cols0, cols1, wx, inside_x, copy_cols, out):
+    """Large-scale-jitter bilinear resample (the oracle's taps and operation order, float32):
+    images uint8/float32 [B, C, H, W]; per view v: source image sources[v], row taps rows0/rows1
+    [V, OH] with weight wy, column taps cols0/cols1 [V, OW] with weight wx (flip already in
+    the taps), inside flags (uint8) for the zero padding; out float32 [V, C, OH, OW].
+    copy_cols[v] >= 0 (uint8 images only) says view v's column taps are copy_cols[v] + x with
+    weight 0, all inside: a row with row weight 0 is then exactly its source row (1 * v + 0 * w
+    with w finite), copied without the arithmetic (a scale-1 view: paste without jitter)."""
+    views, channels, out_h, out_w = out.shape
+    for t in prange(views * out_h):
+        v = t // out_h
+        y = t % out_h
+        s = sources[v]
+        b = wy[v, y]
+        a = ONE - b
+        row_inside = inside_y[v, y] != 0
+        r0 = rows0[v, y]
+        r1 = rows1[v, y]
+        for c in range(channels):
+            dst = out[v, c, y]
+            if not row_inside:
+                dst[:] = 0
+                continue
+            top = images[s, c, r0]
+            start = copy_cols[v]
+            if start >= 0 and b == 0:
+                dst[:] = top[start:start + out_w]
+                continue
+            bottom = images[s, c, r1]
+            for x in range(out_w):
+                if inside_x[v, x]:
+                    w = wx[v, x]
+                    w0 = ONE - w
+                    c0 = cols0[v, x]
+                    c1 = cols1[v, x]
+                    upper = w0 * np.float32(top[c0]) + w * np.float32(top[c1])
+                    lower = w0 * np.float32(bottom[c0]) + w * np.float32(bottom[c1])
+                    dst[x] = a * upper + b * lower
+                else:
+                    dst[x] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _track_row(row, y, box):
+    """Fold a mask row's pixels into box = [x1, y1, x2, y2, area] (int64, x1 starts at width,
+    y1 at -1); returns nothing. The row is known to hold at least one pixel."""
+    width = row.shape[0]
+    filled = 0
+    for x in range(width):
+        filled += row[x] != 0
+    first = 0
+    while row[first] == 0:
+        first += 1
+    last = width - 1
+    while row[last] == 0:
+        last -= 1
+    if box[1] < 0:
+        box[1] = y
+    box[3] = y + 1
+    box[0] = min(box[0], first)
+    box[2] = max(box[2], last + 1)
+    box[4] += filled
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _store_box(box, boxes, areas, m):
+    areas[m] = box[4]
+    if box[4]:
+        for k in range(4):
+            boxes[m, k] = box[k]
+    else:
+        for k in range(4):
+            boxes[m, k] = 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_empty(row):
+    seen = np.uint8(0)
+    for x in range(row.shape[0]):
+        seen |= row[x]
+    return seen == 0
+
+
+@njit(**_OPTS)
+def lsj_nearest_masks(masks, sources, active, rows, inside_y, cols, inside_x, shifted, out, boxes, areas):
+    """Nearest-neighbour jitter of instance masks: masks uint8 0/1 [B, N, H, W]; view v takes
+    the masks of image sources[v] whose active[v, n] is set (others come out empty), row taps
+    rows [V, OH], column taps cols [V, OW] (flip included), uint8 inside flags, shifted[v] >= 0
+    when view v's column taps are shifted[v] + x and all inside (-1 otherwise); out uint8
+    [V, N, OH, OW] MUST BE ZERO on entry: inactive masks and empty source rows are not written,
+    so the work per object is about its box's rows. The boxes float32 [V*N, 4] and areas int64
+    [V*N] of the output come out of the same pass."""
+    views, slots, out_h, out_w = out.shape
+    for t in prange(views * slots):
+        v = t // slots
+        n = t % slots
+        box = np.array([out_w, -1, 0, 0, 0], dtype=np.int64)
+        if active[v, n]:
+            src = masks[sources[v], n]
+            shift = shifted[v]
+            for y in range(out_h):
+                if not inside_y[v, y]:
+                    continue
+                row = src[rows[v, y]]
+                if _row_empty(row):  # an empty source row (most of them): nothing to write
+                    continue
+                dst = out[v, n, y]
+                if shift >= 0:  # the taps are cols[v, 0] + x, all inside: a plain copy
+                    dst[:] = row[shift:shift + out_w]
+                else:
+                    for x in range(out_w):
+                        dst[x] = row[cols[v, x]] & inside_x[v, x]
+                if not _row_empty(dst):
+                    _track_row(dst, y, box)
+        _store_box(box, boxes, areas, t)
+
+
+@njit(**_OPTS)
+def occlusion_boxes(receiving, pasted, alpha, updated, boxes, areas):
+    """receiving uint8 [B, N, H, W], pasted uint8 [B, N', H, W] (0/1) -> alpha uint8 [B, H, W] =
+    any over N' of pasted, updated [B, N, H, W] = receiving & ~alpha, and the boxes float32
+    [B*N, 4] / areas int64 [B*N] of `updated`, in one pass per image. `updated` MUST BE ZERO on
+    entry: the empty rows of a mask are not written."""
+    batch, slots, height, width = receiving.shape
+    for b in prange(batch):
+        for y in range(height):
+            a = alpha[b, y]
+            a[:] = 0
+            for n in range(pasted.shape[1]):
+                src = pasted[b, n, y]
+                for x in range(width):
+                    a[x] |= src[x]
+        for n in range(slots):
+            box = np.array([width, -1, 0, 0, 0], dtype=np.int64)
+            for y in range(height):
+                src = receiving[b, n, y]
+                if _row_empty(src):
+                    continue
+                dst = updated[b, n, y]
+                a = alpha[b, y]
+                for x in range(width):
+                    dst[x] = src[x] & (a[x] ^ 1)
+                if not _row_empty(dst):
+                    _track_row(dst, y, box)
+            _store_box(box, boxes, areas, b * slots + n)
+
+
+@njit(**_OPTS)
+def alpha_blend(receiving, pasted, alpha, out):
+    """float32 [B, C, P] receiving * (1 - alpha) + pasted * alpha with alpha float32 [B, P],
+    in the oracle's operation order (one rounding per operation)."""
+    batch, channels, pixels = receiving.shape
+    blocks = (pixels + _CHUNK - 1) // _CHUNK
+    for t in prange(batch * channels * blocks):
+        b = t // (channels * blocks)
+        c = (t // blocks) % channels
+        start = (t % blocks) * _CHUNK
+        stop = min(start + _CHUNK, pixels)
+        r = receiving[b, c, start:stop]
+        p = pasted[b, c, start:stop]
+        a = alpha[b, start:stop]
+        dst = out[b, c, start:stop]
+        for i in range(stop - start):
+            dst[i] = r[i] * (ONE - a[i]) + p[i] * a[i]
+
+
+# reassoc lets LLVM vectorise the float64 sum of each row (scores are compared with the PyTorch
+# path to float rounding, never bit for bit; each term is still evaluated as written).
+@njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"})
+def sage_shift_scores(g1, g2, shifts, solo, solo_totals, eps, scores):
+    """SAGE score of every candidate shift: g1, g2 [B, H, W] (float32/float64), shifts int64
+    [S, K, 2] (S = 1: shared by the batch, S = B: per sample) as (dy, dx); scores float64 [B, K].
+
+    score = sum over the frame of T + (G1 - T) * G1 / max(G1 + T, eps), T = G2 shifted (zero
+    outside the partner). Outside the overlap T = 0 and the term is G1 * G1 / max(G1, eps), the
+    "solo" term, whose per-pixel values solo [B, H, W] and per-sample sums solo_totals [B]
+    (float64) the caller computes once; each candidate then visits only its overlap rectangle
+    and adds (term - solo) there. Accumulation is float64."""
+    batch, height, width = g1.shape
+    shared = shifts.shape[0] == 1
+    candidates = shifts.shape[1]
+    for t in prange(batch * candidates):
+        b = t // candidates
+        k = t % candidates
+        s = 0 if shared else b
+        dy = shifts[s, k, 0]
+        dx = shifts[s, k, 1]
+        y0 = max(0, dy)
+        y1 = min(height, height + dy)
+        x0 = max(0, dx)
+        x1 = min(width, width + dx)
+        total = solo_totals[b]
+        if x1 > x0:
+            for y in range(y0, y1):
+                own = g1[b, y, x0:x1]
+                other = g2[b, y - dy, x0 - dx:x1 - dx]
+                alone = solo[b, y, x0:x1]
+                acc = 0.0
+                for i in range(x1 - x0):
+                    g = own[i]
+                    p = other[i]
+                    acc += (p + (g - p) * g / max(g + p, eps)) - alone[i]
+                total += acc
+        scores[b, k] = total
+
+
+# OpenCV StaticSaliencyFineGrained (see fastmix/backends/pytorch/fine_grained_saliency.py for the
+# derivation of each step); one image per work item, every step in OpenCV's arithmetic.
+_NEIGHBOURHOODS = (12, 24, 48, 28, 56, 112)
+_B2Y, _G2Y, _R2Y = 3735, 19235, 9798
+_INV255 = np.float32(1.0 / 255.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _reflect101(i, n):
+    if n == 1:
+        return 0
+    if i < 0:
+        return 1
+    if i >= n:
+        return n - 2
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _blur3x3(src, rows, dst):
+    """Bit-exact uint8 GaussianBlur(3x3, sigma 0), BORDER_REFLECT_101: int32 [H, W] -> dst."""
+    height, width = src.shape
+    for y in range(height):
+        for x in range(width):
+            rows[y, x] = src[y, _reflect101(x - 1, width)] + 2 * src[y, x] + src[y, _reflect101(x + 1, width)]
+    for y in range(height):
+        up = _reflect101(y - 1, height)
+        down = _reflect101(y + 1, height)
+        for x in range(width):
+            dst[y, x] = (rows[up, x] + 2 * rows[y, x] + rows[down, x] + 8) >> 4
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def fine_grained_saliency(images, out):
+    """uint8 [B, C, H, W] (C = 3: RGB, C = 1: grey) -> float32 [B, H, W], bit-identical to
+    cv2.saliency.StaticSaliencyFineGrained on the BGR image (H * W > 1)."""
+    batch, channels, height, width = images.shape
+    for b in prange(batch):
+        grey = np.empty((height, width), np.int32)
+        for y in range(height):
+            for x in range(width):
+                if channels == 1:
+                    grey[y, x] = images[b, 0, y, x]
+                else:
+                    grey[y, x] = (np.int32(images[b, 2, y, x]) * _B2Y + np.int32(images[b, 1, y, x]) * _G2Y
+                                  + np.int32(images[b, 0, y, x]) * _R2Y + (1 << 14)) >> 15
+        rows = np.empty((height, width), np.int32)
+        once = np.empty((height, width), np.int32)
+        _blur3x3(grey, rows, once)
+        _blur3x3(once, rows, grey)
+        integral = np.zeros((height + 1, width + 1), np.float32)
+        for y in range(height):
+            running = np.float32(0.0)  # exact: 255 * W <= 2^24 (the caller checks)
+            for x in range(width):
+                running += np.float32(grey[y, x])
+                integral[y + 1, x + 1] = integral[y, x + 1] + running
+        sum_on = np.zeros((height, width), np.int32)
+        sum_off = np.zeros((height, width), np.int32)
+        for n in _NEIGHBOURHOODS:
+            for y in range(height):
+                y1 = max(y - n + 1, 0)
+                y2 = min(y + n + 1, height)
+                for x in range(width):
+                    x1 = max(x - n + 1, 0)
+                    x2 = min(x + n + 1, width)
+                    box = ((integral[y2, x2] + integral[y1, x1]) - integral[y2, x1]) - integral[y1, x2]
+                    g = np.float32(grey[y, x])
+                    box = (box - g) / np.float32((y2 - y1) * (x2 - x1) - 1)
+                    t = np.int32(g - box)
+                    if t > 0:
+                        sum_on[y, x] += t & 255
+                    elif t < 0:
+                        sum_off[y, x] += (-t) & 255
+        max_on = 0
+        max_off = 0
+        for y in range(height):
+            for x in range(width):
+                max_on = max(max_on, sum_on[y, x])
+                max_off = max(max_off, sum_off[y, x])
+        top = 0
+        for y in range(height):
+            for x in range(width):
+                on = (255 * sum_on[y, x]) // max_on if max_on > 0 else 0
+                off = (255 * sum_off[y, x]) // max_off if max_off > 0 else 0
+                sum_on[y, x] = on
+                sum_off[y, x] = off
+                top = max(top, max(on, off))
+        for y in range(height):
+            for x in range(width):
+                mixed = ((255 * (sum_on[y, x] + sum_off[y, x])) // top) & 255 if top > 0 else 0
+                out[b, y, x] = np.float32(mixed) * _INV255

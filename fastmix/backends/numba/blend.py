@@ -1,0 +1,139 @@
+"""CPU torch tensors -> the numba kernels (fastmix.backends.numba._kernels).
+
+Each function allocates its output like the PyTorch path does (the images' memory format, the
+requested dtype), views input and output as NumPy arrays without copying (NCHW as is,
+channels_last through its NHWC permutation; other layouts are made contiguous first) and runs
+one fused pass. `out=` writes into a preallocated tensor instead (a loader's pinned buffer):
+it must have the output's shape and dtype, be NCHW or channels_last, and share no memory with
+any input (checked; an in-place mix would read partners it has already overwritten). Results are bit-identical to the PyTorch path (the mask-mean lam of SAGE agrees
+to float rounding: it is summed in float64 by rows).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _kernels
+from ._runtime import kernel_call
+
+MASK_EPS = 1e-16
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_perm(perm: torch.Tensor, batch: int) -> np.ndarray:
+    """The kernels index without bounds checks: an index outside [0, B) must never reach them."""
+    if perm.numel() and (int(perm.min()) < 0 or int(perm.max()) >= batch):
+        raise IndexError(f"perm must hold indices in [0, {batch}), got values in "
+                         f"[{int(perm.min())}, {int(perm.max())}]")
+    return perm.contiguous().numpy()
+
+
+def _check_out(out: torch.Tensor, images: torch.Tensor, dtype: torch.dtype) -> None:
+    """`out=` rules: shape of the images, the op's output dtype, on the CPU, dense NCHW or
+    channels_last, and no memory shared with any input: the kernels read partners (another
+    sample, or a shifted pixel) that an in-place write would already have overwritten."""
+    if out.shape != images.shape or out.dtype != dtype or out.device.type != "cpu":
+        raise ValueError(f"out must be a CPU tensor of shape {tuple(images.shape)} and dtype {dtype}, got "
+                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+    if not (out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)):
+        raise ValueError("out must be contiguous (NCHW) or channels_last")
+    if out.requires_grad:
+        raise ValueError("out must not require grad")
+    if out.numel() and out.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
+        raise ValueError("out must not share memory with the images (the kernels are out-of-place)")
+
+
+def _like(images: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None):
+    """(input, output, channels_last): the output (`out`, or a fresh tensor in the images' memory
+    format) and the input in the same dense layout (a copy only when the layouts differ)."""
+    if out is None:
+        out = torch.empty_like(images, dtype=dtype)
+        if not (out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)):
+            out = torch.empty(images.shape, dtype=dtype)
+    else:
+        _check_out(out, images, dtype)
+    if out.is_contiguous():
+        return images.detach().contiguous(), out, False
+    return images.detach().contiguous(memory_format=torch.channels_last), out, True
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    """[B, N] view of a dense NCHW or channels_last tensor (both are contiguous per sample)."""
+    if t.is_contiguous():
+        return t.view(t.shape[0], -1).numpy()
+    return t.permute(0, 2, 3, 1).view(t.shape[0], -1).numpy()
+
+
+def _rows(t: torch.Tensor, channels_last: bool) -> np.ndarray:
+    """[B, R, L] rows: NCHW [B, C*H, W], channels_last [B, H, W*C]."""
+    b, c, h, w = t.shape
+    if channels_last:
+        return t.permute(0, 2, 3, 1).view(b, h, w * c).numpy()
+    return t.view(b, c * h, w).numpy()
+
+
+def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
+                out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """lam[i] * x[i] + (1 - lam[i]) * x[perm[i]] in out_dtype (uint8 in, float out allowed)."""
+    out_dtype = images.dtype if out_dtype is None else out_dtype
+    x, out, _ = _like(images, out_dtype, out)
+    perm_np = _check_perm(perm, images.shape[0])
+    weight = lam.detach().to(_compute_dtype(out_dtype)).contiguous()
+    other = (1.0 - weight).contiguous()  # rounded in the compute dtype, as the PyTorch path does
+    if out.numel():
+        kernel = _kernels.mixup_u8 if out_dtype == torch.uint8 else _kernels.mixup_float
+        with kernel_call():
+            kernel(_flat(x), perm_np, weight.numpy(), other.numpy(), _flat(out))
+    return out
+
+
+def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor,
+              out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Inside sample i's half-open box (y1, y2, x1, x2) the pixels of sample perm[i]."""
+    out_dtype = images.dtype if out_dtype is None else out_dtype
+    x, out, channels_last = _like(images, out_dtype, out)
+    perm_np = _check_perm(perm, images.shape[0])
+    if out.numel():
+        with kernel_call():
+            _kernels.box_paste(_rows(x, channels_last), perm_np, boxes.contiguous().numpy(), images.shape[2],
+                               images.shape[1] if channels_last else 1, _rows(out, channels_last))
+    return out
+
+
+def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float, out_dtype: torch.dtype | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """Inside sample i's half-open box `value` (converted to out_dtype as torch.tensor does)."""
+    out_dtype = images.dtype if out_dtype is None else out_dtype
+    x, out, channels_last = _like(images, out_dtype, out)
+    fill = torch.tensor([value], dtype=out_dtype).numpy()
+    if out.numel():
+        with kernel_call():
+            _kernels.box_fill(_rows(x, channels_last), boxes.contiguous().numpy(), fill, images.shape[2],
+                              images.shape[1] if channels_last else 1, _rows(out, channels_last))
+    return out
+
+
+def sage_mask_blend(images: torch.Tensor, perm: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor,
+                    shifts: torch.Tensor, out: torch.Tensor | None = None):
+    """(mixed like images, M [B, H, W], lam [B]) with M = G1 / max(G1 + shift(G2), 1e-16) and
+    mixed = M * x + (1 - M) * shift(x[perm]) (zero fill), as the PyTorch path computes them."""
+    batch, _, height, width = images.shape
+    x, out, channels_last = _like(images, images.dtype, out)
+    perm_np = _check_perm(perm, batch)
+    g1c, g2c = g1.detach().contiguous(), g2.detach().contiguous()
+    mask = torch.empty_like(g1c)
+    row_sums = torch.zeros(batch, height, dtype=torch.float64)
+    map_type = np.float64 if g1.dtype == torch.float64 else np.float32
+    image_type = np.float64 if _compute_dtype(images.dtype) == torch.float64 else np.float32
+    if out.numel() or mask.numel():
+        x_np = x.permute(0, 2, 3, 1).numpy() if channels_last else x.numpy()
+        out_np = out.permute(0, 2, 3, 1).numpy() if channels_last else out.numpy()
+        kernel = _kernels.sage_mask_blend_nhwc if channels_last else _kernels.sage_mask_blend_nchw
+        with kernel_call():
+            kernel(x_np, perm_np, g1c.numpy(), g2c.numpy(), shifts.contiguous().numpy(), map_type(MASK_EPS),
+                   image_type(1.0), mask.numpy(), row_sums.numpy(), out_np)
+    lam = (row_sums.sum(dim=1) / (height * width)).to(g1.dtype)
+    return out, mask, lam

@@ -1,0 +1,167 @@
+"""Copy-Paste steps on CPU torch tensors with the numba kernels (same results as the PyTorch
+oracle in fastmix/backends/pytorch/copy_paste.py, which defines them).
+
+The oracle's box step converts every mask pixel of every slot to int32 to sum it; here each
+mask is one pass of byte compares (masks stay bool), and the occlusion step is one fused pass.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import torch
+
+from . import _kernels
+from ._runtime import kernel_call
+
+# Boxes and areas that a kernel computed in the same pass as a mask tensor it returned, keyed by
+# the tensor's id and valid while that very tensor lives unmodified (weakref + version counter):
+# the operator asks for the boxes of the jittered and of the occluded masks right after making
+# them, and this saves it a second pass over every mask pixel.
+_BOXES: dict[int, tuple] = {}
+
+
+def _remember(masks: torch.Tensor, boxes: torch.Tensor, areas: torch.Tensor) -> None:
+    key = id(masks)
+    _BOXES[key] = (weakref.ref(masks, lambda _: _BOXES.pop(key, None)), masks._version, boxes, areas)
+
+
+def _recall(masks: torch.Tensor):
+    entry = _BOXES.get(id(masks))
+    if entry is None or entry[0]() is not masks or entry[1] != masks._version:
+        return None
+    return entry[2], entry[3]
+
+
+def _zero_bool(*shape) -> torch.Tensor:
+    """A zero bool tensor from calloc'd memory (NumPy's zeros): large ones are fresh pages the
+    OS supplies zeroed, so the kernels write only the nonzero rows of a mostly empty mask batch
+    instead of every byte (torch.zeros would write every byte first)."""
+    return torch.from_numpy(np.zeros(shape, dtype=np.bool_))
+
+
+def _as_bytes(masks: torch.Tensor) -> torch.Tensor:
+    """bool (or uint8, nonzero = object) -> a contiguous uint8 tensor of 0/1 sharing memory
+    when the input is a contiguous bool tensor."""
+    if masks.dtype == torch.bool:
+        return masks.contiguous().view(torch.uint8)
+    return (masks != 0).view(torch.uint8)
+
+
+def instance_boxes_areas(masks: torch.Tensor):
+    """Boxes float32 [..., 4] (x1, y1, x2, y2; x2/y2 exclusive) and areas int64 [...] of masks
+    [..., H, W] (bool or uint8); empty masks give (0, 0, 0, 0) and 0."""
+    known = _recall(masks)
+    if known is not None:
+        return known[0].clone(), known[1].clone()
+    lead, (height, width) = masks.shape[:-2], masks.shape[-2:]
+    boxes = torch.empty(lead + (4,), dtype=torch.float32)
+    areas = torch.empty(lead, dtype=torch.int64)
+    if masks.numel() == 0:
+        return boxes.zero_(), areas.zero_()
+    flat = _as_bytes(masks).view(-1, height, width)
+    with kernel_call():
+        _kernels.mask_boxes_areas(flat.numpy(), boxes.view(-1, 4).numpy(), areas.view(-1).numpy())
+    return boxes, areas
+
+
+def occlusion_update(receiving_masks: torch.Tensor, pasted_masks: torch.Tensor):
+    """(alpha bool [B, H, W] = union of the pasted masks, receiving masks minus alpha [B, N, H, W]).
+    The boxes and areas of the second come out of the same pass (see `instance_boxes_areas`)."""
+    batch, slots, height, width = receiving_masks.shape
+    alpha = torch.empty(batch, height, width, dtype=torch.bool)
+    updated = _zero_bool(batch, slots, height, width)
+    boxes = torch.empty(batch, slots, 4, dtype=torch.float32)
+    areas = torch.empty(batch, slots, dtype=torch.int64)
+    if alpha.numel():
+        with kernel_call():
+            _kernels.occlusion_boxes(_as_bytes(receiving_masks).numpy(), _as_bytes(pasted_masks).numpy(),
+                                     alpha.view(torch.uint8).numpy(), updated.view(torch.uint8).numpy(),
+                                     boxes.view(-1, 4).numpy(), areas.view(-1).numpy())
+    else:
+        boxes.zero_()
+        areas.zero_()
+    _remember(updated, boxes, areas)
+    return alpha, updated
+
+
+def copy_paste_blend(receiving: torch.Tensor, pasted: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """receiving * (1 - alpha) + pasted * alpha in float32, alpha [B, H, W] broadcast over C."""
+    from ..pytorch import copy_paste as oracle
+
+    if receiving.dtype != torch.float32 or pasted.dtype != torch.float32 or receiving.shape != pasted.shape:
+        return oracle.copy_paste_blend(receiving, pasted, alpha)
+    batch, channels, height, width = receiving.shape
+    out = torch.empty(batch, channels, height, width, dtype=torch.float32)
+    if out.numel():
+        with kernel_call():
+            _kernels.alpha_blend(receiving.contiguous().view(batch, channels, -1).numpy(),
+                                 pasted.contiguous().view(batch, channels, -1).numpy(),
+                                 alpha.to(torch.float32).contiguous().view(batch, -1).numpy(),
+                                 out.view(batch, channels, -1).numpy())
+    return out
+
+
+IMAGE_DTYPES = (torch.uint8, torch.float32)
+
+
+def lsj_resample_images(images: torch.Tensor, views: torch.Tensor, out_height: int, out_width: int) -> torch.Tensor:
+    """Bilinear LSJ of every view: float32 [V, C, out_height, out_width], as the oracle computes it
+    (uint8 / float32 images; other dtypes go to the oracle)."""
+    from ..pytorch import copy_paste as oracle
+
+    if images.dtype not in IMAGE_DTYPES:
+        return oracle.lsj_resample_images(images, views, out_height, out_width)
+    rows0, rows1, wy, inside_y = oracle._bilinear_taps(views, out_height, "y")
+    cols0, cols1, wx, inside_x = oracle._bilinear_taps(views, out_width, "x")
+    out = torch.empty((views.shape[0], images.shape[1], out_height, out_width), dtype=torch.float32)
+    start = cols0[:, :1]
+    plain = ((cols0 == start + torch.arange(out_width)).all(dim=1) & (wx == 0).all(dim=1) & inside_x.all(dim=1)
+             & (start[:, 0] + out_width <= images.shape[-1]) & (images.dtype == torch.uint8))
+    copy_cols = torch.where(plain, start[:, 0], -1).long().contiguous()
+    if out.numel():
+        with kernel_call():
+            _kernels.lsj_bilinear(images.contiguous().numpy(), views[:, oracle.VIEW_SOURCE].long().numpy(),
+                                  rows0.numpy(), rows1.numpy(), wy.contiguous().numpy(),
+                                  inside_y.view(torch.uint8).numpy(), cols0.numpy(), cols1.numpy(),
+                                  wx.contiguous().numpy(), inside_x.view(torch.uint8).numpy(), copy_cols.numpy(),
+                                  out.numpy())
+    return out
+
+
+def lsj_resample_masks(masks: torch.Tensor, views: torch.Tensor, active: torch.Tensor,
+                       out_height: int, out_width: int) -> torch.Tensor:
+    """Nearest-neighbour LSJ of instance masks: bool [V, N, out_height, out_width]; rows whose
+    `active` [V, N] is False come out empty (padding slots, unselected objects are never read)."""
+    from ..pytorch import copy_paste as oracle
+
+    rows, inside_y = oracle._nearest_taps(views, out_height, "y")
+    cols, inside_x = oracle._nearest_taps(views, out_width, "x")
+    out = _zero_bool(views.shape[0], masks.shape[1], out_height, out_width)
+    start = cols[:, :1]
+    plain = ((cols == start + torch.arange(out_width)).all(dim=1) & inside_x.all(dim=1)
+             & (start[:, 0] + out_width <= masks.shape[-1]))
+    shifted = torch.where(plain, start[:, 0], -1).long().contiguous()
+    boxes = torch.zeros(out.shape[:2] + (4,), dtype=torch.float32)
+    areas = torch.zeros(out.shape[:2], dtype=torch.int64)
+    if out.numel():
+        with kernel_call():
+            _kernels.lsj_nearest_masks(_as_bytes(masks).numpy(), views[:, oracle.VIEW_SOURCE].long().numpy(),
+                                       active.bool().contiguous().view(torch.uint8).numpy(), rows.contiguous().numpy(),
+                                       inside_y.contiguous().view(torch.uint8).numpy(), cols.contiguous().numpy(),
+                                       inside_x.contiguous().view(torch.uint8).numpy(), shifted.numpy(),
+                                       out.view(torch.uint8).numpy(),
+                                       boxes.view(-1, 4).numpy(), areas.view(-1).numpy())
+    _remember(out, boxes, areas)
+    return out
+
+
+def kernels():
+    """The Copy-Paste steps for CPU tensors: numba where it has a kernel, else the oracle."""
+    from types import SimpleNamespace
+
+    from ..pytorch import copy_paste as oracle
+
+    return SimpleNamespace(lsj_resample_images=lsj_resample_images, lsj_resample_masks=lsj_resample_masks,
+                           occlusion_update=occlusion_update, copy_paste_blend=copy_paste_blend,
+                           instance_boxes_areas=instance_boxes_areas)
