@@ -7,8 +7,11 @@ The DataLoader-worker setting: uint8 NumPy samples [3, size, size] with int labe
 one run, interleaved call by call (median of --repeats calls), rotating over enough sample sets
 to exceed the last-level cache. Configs: "mixup" (every batch blended), "cutmix" (every batch
 pasted), "timm default" (mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5); modes batch, elem,
-pair, half. fastmix runs twice: its default path (the numba kernel through fastmix.dispatch when
-numba is installed) and the per-sample PyTorch fallback (no numba).
+pair, half. fastmix runs twice: backend="numba" (the fused collate kernel,
+fastmix/backends/numba/collate.py: each returned row written once from the samples) and
+backend="pytorch" (the fallback without numba: one stack, then per-sample blends and box copies).
+Every contender gets its own fresh copy of the samples, made outside the timed call (timm's
+'pair'/'half' CutMix writes into them), so all start from the same cache state.
 
 timm cannot be imported beside this environment's torch (torchvision needs another torch), so its
 timm/data/mixup.py (which imports only numpy and torch) is loaded by path from the peers venv
@@ -22,8 +25,6 @@ import importlib.util
 import os
 import statistics
 import time
-from unittest import mock
-
 import numpy as np
 import torch
 
@@ -50,8 +51,28 @@ def sample_sets(batch: int, size: int, count: int):
 
 
 def copies(samples):
-    """timm's pair/half CutMix writes into the samples: give it fresh arrays, timed outside."""
+    """Fresh arrays for one call, made outside the timing (timm's pair/half CutMix writes into them)."""
     return [(image.copy(), label) for image, label in samples]
+
+
+class ImagesOnly:
+    """The fused kernel's share of a fastmix call: parameters drawn and samples split in
+    `prepare` (not timed), then only the image collate-and-mix (no targets) is timed."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def prepare(self, samples):
+        from fastmix.compat import timm as compat
+        images, _ = compat._split_samples(samples)
+        size = len(images)
+        params = self.collate.make_params(size, *images[0].shape[1:])
+        rows = size // 2 if self.collate.mode == "half" else size
+        return (images, rows, *self.collate._per_sample(params, size))
+
+    def __call__(self, prepared):
+        from fastmix.compat import timm as compat
+        return compat._collate_mix_fused(*prepared)
 
 
 def main():
@@ -63,7 +84,7 @@ def main():
     parser.add_argument("--timm-mixup", default=None)
     parser.add_argument("--stat", choices=("median", "min"), default="median",
                         help="min: the least-disturbed call, for a machine shared with other work")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
                         help="cpu: this process's CPU time (time.process_time), which leaves out the time it "
                              "waits for a core on a machine shared with other work")
     parser.add_argument("--out", default=None)
@@ -84,20 +105,19 @@ def main():
     def stack_collate(samples):
         return torch.stack([torch.from_numpy(image) for image, _ in samples]), torch.tensor([s[1] for s in samples])
 
-    contenders = {"torch.stack collate": lambda samples, _: stack_collate(samples)}
+    contenders = {"torch.stack collate": stack_collate}
     for config, options in CONFIGS.items():
         for mode in MODES:
             kwargs = dict(options, mode=mode, num_classes=1000)
-            ours = compat.FastCollateMixup(**kwargs, generator=torch.Generator().manual_seed(0))
-            contenders[f"fastmix {config} {mode}"] = lambda samples, _, f=ours: f(samples)
-
-            def fallback(samples, _, f=ours):
-                with mock.patch.object(compat, "_fused_cpu_blend", return_value=False):
-                    return f(samples)
-            contenders[f"fastmix (no numba) {config} {mode}"] = fallback
+            if numba is not None:
+                fused = compat.FastCollateMixup(**kwargs, generator=torch.Generator().manual_seed(0), backend="numba")
+                contenders[f"fastmix {config} {mode}"] = fused
+                contenders[f"fastmix images only {config} {mode}"] = ImagesOnly(compat.FastCollateMixup(
+                    **kwargs, generator=torch.Generator().manual_seed(0), backend="numba"))
+            contenders[f"fastmix (no numba) {config} {mode}"] = compat.FastCollateMixup(
+                **kwargs, generator=torch.Generator().manual_seed(0), backend="pytorch")
             if timm_mixup is not None:
-                theirs = timm_mixup.FastCollateMixup(**kwargs)
-                contenders[f"timm {config} {mode}"] = lambda _, fresh, f=theirs: f(fresh)
+                contenders[f"timm {config} {mode}"] = timm_mixup.FastCollateMixup(**kwargs)
 
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     times = {name: [] for name in contenders}
@@ -105,9 +125,11 @@ def main():
     for call in range(args.repeats + 1):  # call 0 warms up (numba's first call loads or compiles)
         samples = sets[call % len(sets)]
         for name, fn in contenders.items():
-            fresh = copies(samples) if name.startswith("timm") else None
+            fresh = copies(samples)
+            if hasattr(fn, "prepare"):
+                fresh = fn.prepare(fresh)
             start = clock()
-            fn(samples, fresh)
+            fn(fresh)
             if call:
                 times[name].append(clock() - start)
 
@@ -122,16 +144,20 @@ def main():
              "",
              f"torch.stack collate: {base:.2f} ms",
              "",
-             "| config | mode | fastmix ms (x stack) | fastmix no numba ms (x stack) | timm ms (x stack) | timm / fastmix |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| config | mode | fastmix numba ms (x stack) | of which images only ms (x stack) | "
+             "fastmix no numba ms (x stack) | timm ms (x stack) | timm / fastmix |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for config in CONFIGS:
         for mode in MODES:
-            ours = median[f"fastmix {config} {mode}"]
+            ours = median.get(f"fastmix {config} {mode}")
             slow = median[f"fastmix (no numba) {config} {mode}"]
             theirs = median.get(f"timm {config} {mode}")
+            ours_cell = f"{ours:.2f} ({ours / base:.2f}x)" if ours else "n/a"
+            images_only = median.get(f"fastmix images only {config} {mode}")
+            images_cell = f"{images_only:.2f} ({images_only / base:.2f}x)" if images_only else "n/a"
             timm_cell = f"{theirs:.2f} ({theirs / base:.2f}x)" if theirs else "n/a"
-            ratio = f"{theirs / ours:.2f}" if theirs else "n/a"
-            lines.append(f"| {config} | {mode} | {ours:.2f} ({ours / base:.2f}x) | {slow:.2f} ({slow / base:.2f}x) | "
+            ratio = f"{theirs / ours:.2f}" if theirs and ours else "n/a"
+            lines.append(f"| {config} | {mode} | {ours_cell} | {images_cell} | {slow:.2f} ({slow / base:.2f}x) | "
                          f"{timm_cell} | {ratio} |")
     report = "\n".join(lines)
     print(report)

@@ -32,6 +32,7 @@ import argparse
 import importlib.abc
 import importlib.machinery
 import json
+import os
 import statistics
 import sys
 import time
@@ -187,7 +188,8 @@ def main(argv=None):
         rows.append(row)
         print(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     import numba
-    meta = {"batch": args.batch, "size": args.size, "objects_per_image": float(batch.counts.float().mean()),
+    load = os.getloadavg()  # the machine is shared: the 1-minute load average when the run ended
+    meta = {"load_average_1min": round(load[0], 1), "batch": args.batch, "size": args.size, "objects_per_image": float(batch.counts.float().mean()),
             "threads": 1, "torch": torch.__version__, "numba": numba.__version__, "numpy": np.__version__,
             "opencv": cv2.__version__, **versions}
     lines = ["# Copy-Paste on the CPU: fastmix vs mmdetection's CopyPaste (real code, side by side)", "",
@@ -195,7 +197,8 @@ def main(argv=None):
              f"{args.size}x{args.size}, {meta['objects_per_image']:.1f} objects per image, one thread each "
              f"(torch, numba, OpenCV), median of {args.repeats} runs. mmdet {versions['mmdet']}, mmengine "
              f"{versions['mmengine']}, mmcv-lite {versions['mmcv']} (compiled mmcv.ops stubbed, never called), "
-             f"torch {torch.__version__}, numba {numba.__version__}. Same pairing and pasted subsets on both sides; "
+             f"torch {torch.__version__}, numba {numba.__version__}, 1-minute load average "
+             f"{meta['load_average_1min']} at the end (a shared machine). Same pairing and pasted subsets on both sides; "
              "mmdet's LSJ is its copy-paste config's Resize/RandomCrop/FilterAnnotations/RandomFlip/Pad "
              "with fastmix's drawn scales and flips.", "",
              "| mode | fastmix ms | mmdet ms | fastmix speed-up | objects out (fastmix / mmdet) |",

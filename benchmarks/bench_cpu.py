@@ -102,11 +102,11 @@ def timm_cutmix_elem(x, boxes):
         x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
 
 
-def interleaved(fns: dict, sets, budget_s: float, repeats: int = 15, min_repeats: int = 5) -> dict:
-    """Median ms of each callable, timed round-robin (clone, then each contender, call after
+def interleaved(fns: dict, sets, budget_s: float, repeats: int = 21, min_repeats: int = 7) -> dict:
+    """(median, min) ms of each callable, timed round-robin (clone, then each contender, call after
     call) so that all of a row's numbers see the same load on a shared machine; every callable
     rotates over the input sets. Two warm-up rounds are not recorded."""
-    live = {name: fn for name, fn in fns.items() if fn is not None}
+    live = {name: fn for name, fn in fns.items() if fn is not None}  # -> {name: (median, min)}
     samples = {name: [] for name in live}
     count = len(sets)
     started = time.perf_counter()
@@ -120,7 +120,8 @@ def interleaved(fns: dict, sets, budget_s: float, repeats: int = 15, min_repeats
                 samples[name].append(took)
         if round_ >= 2 + min_repeats and time.perf_counter() - started > budget_s * len(live):
             break
-    return {name: (statistics.median(samples[name]) if name in samples else None) for name in fns}
+    return {name: ((statistics.median(samples[name]), min(samples[name])) if name in samples else (None, None))
+            for name in fns}
 
 
 def bench_case(shape, dtype, channels_last, per_sample, count, budget_s):
@@ -146,8 +147,11 @@ def bench_case(shape, dtype, channels_last, per_sample, count, budget_s):
                                "pytorch_ms": torch_fn, "timm_ms": peer_fn}, sets, budget_s)
         result = {"size": f"B={batch} {channels}x{height}x{width}", "dtype": str(dtype).replace("torch.", ""),
                   "layout": "channels_last" if channels_last else "NCHW",
-                  "params": "per-sample" if per_sample else "per-batch", "op": op, **timings,
-                  "floor_ms": timings["clone_ms"] * floor_bytes / (2 * image_bytes)}
+                  "params": "per-sample" if per_sample else "per-batch", "op": op,
+                  **{name: median for name, (median, _) in timings.items()},
+                  **{name.replace("_ms", "_min_ms"): best for name, (_, best) in timings.items()}}
+        result["floor_ms"] = result["clone_ms"] * floor_bytes / (2 * image_bytes)
+        result["floor_min_ms"] = result["clone_min_ms"] * floor_bytes / (2 * image_bytes)
         rows.append(result)
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}), flush=True)
 
@@ -228,8 +232,11 @@ def write_markdown(path: Path, rows, compile_info, meta):
         "# CPU kernel layer (numba) vs the floor, the PyTorch path and timm's in-place code",
         "",
         f"One run of `python -m benchmarks.bench_cpu`; {meta['cpu']}, {meta['threads']} torch/numba threads, "
-        f"torch {meta['torch']}, numba {meta['numba']}, numpy {meta['numpy']}, fastmix commit {meta['commit']}. "
-        "Median ms per call, rotating over inputs larger than the last-level cache. "
+        f"torch {meta['torch']}, numba {meta['numba']}, numpy {meta['numpy']}, fastmix commit {meta['commit']}, "
+        f"1-minute load average {meta['load_average_1min']} at the end (a shared machine). "
+        "Each contender's FASTEST call of the run, in ms (the machine is shared by several sessions on 2 cores: "
+        "a median of millisecond calls mostly measures preemption; the medians are in the JSON, and "
+        "the last column is the timm ratio of medians). Calls rotate over inputs larger than the last-level cache. "
         "floor = bytes moved (batch read once + result written once; SAGE also G1, G2, M) at the rate of "
         "`x.clone()` on the same tensor in this run. x floor = time / floor (1.0 = copy speed). "
         "timm = timm's in-place Mixup/CutMix code (batch mode for per-batch rows, elem mode for "
@@ -238,15 +245,16 @@ def write_markdown(path: Path, rows, compile_info, meta):
         "vs timm = timm ms / numba ms (> 1: numba faster).",
         "",
         "| size | dtype | layout | params | op | floor ms | numba ms | x floor | numba out= ms | x floor | "
-        "PyTorch path ms | x floor | timm ms | vs timm |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "PyTorch path ms | x floor | timm ms | vs timm | vs timm (medians) |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['size']} | {r['dtype']} | {r['layout']} | {r['params']} | {r['op']} | {ms(r['floor_ms'])} | "
-            f"{ms(r['numba_ms'])} | {ratio(r['numba_ms'], r['floor_ms'])} | {ms(r['numba_out_ms'])} | "
-            f"{ratio(r['numba_out_ms'], r['floor_ms'])} | {ms(r['pytorch_ms'])} | "
-            f"{ratio(r['pytorch_ms'], r['floor_ms'])} | {ms(r['timm_ms'])} | {ratio(r['timm_ms'], r['numba_ms'])} |")
+            f"| {r['size']} | {r['dtype']} | {r['layout']} | {r['params']} | {r['op']} | {ms(r['floor_min_ms'])} | "
+            f"{ms(r['numba_min_ms'])} | {ratio(r['numba_min_ms'], r['floor_min_ms'])} | {ms(r['numba_out_min_ms'])} | "
+            f"{ratio(r['numba_out_min_ms'], r['floor_min_ms'])} | {ms(r['pytorch_min_ms'])} | "
+            f"{ratio(r['pytorch_min_ms'], r['floor_min_ms'])} | {ms(r['timm_min_ms'])} | "
+            f"{ratio(r['timm_min_ms'], r['numba_min_ms'])} | {ratio(r['timm_ms'], r['numba_ms'])} |")
     if compile_info:
         lines += ["", "## First-call time (numba compile, or cache load)", "",
                   "| kernel | empty cache s | cached s |", "|---|---:|---:|"]
@@ -278,7 +286,9 @@ def main(argv=None):
     import numba
     import numpy
     root = environment.source_checkout()
-    meta = {"cpu": environment.cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    load = os.getloadavg()  # the machine is shared: the 1-minute load average when the run ended
+    meta = {"load_average_1min": round(load[0], 1), "cpu": environment.cpu_model(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
             "numba": numba.__version__, "numpy": numpy.__version__,
             "commit": (environment.git_commit(root) if root else None) or "unknown"}
     out = Path(args.out)

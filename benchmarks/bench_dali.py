@@ -50,12 +50,15 @@ from fastmix.copy_paste import InstanceBatch, copy_paste
 from examples.dali_classification import CLASSES, MEAN, STD, write_image_folder
 from examples.dali_copy_paste_coco import write_coins_coco
 
-OPERATORS = ("mixup", "mixup_dali", "cutmix", "cutout", "saliencymix", "sage_mix", "copy_paste")
+OPERATORS = ("mixup", "mixup_dali", "cutmix", "cutout", "saliencymix", "saliencymix_python", "sage_mix",
+             "copy_paste")
 # Rows that time a non-default implementation: (fastmix.dali operator, its options).
-VARIANTS = {"mixup_dali": ("mixup", {"impl": "dali"})}
+VARIANTS = {"mixup_dali": ("mixup", {"impl": "dali"}), "saliencymix_python": ("saliencymix", {"impl": "python"})}
 MECHANISM = {"mixup": "numba_function (impl='auto' on CPU uint8)", "mixup_dali": "DALI operators (impl='dali')",
              "cutmix": "DALI operators", "cutout": "DALI operators",
-             "saliencymix": "python function (PyTorch/numba kernels)", "sage_mix": "python function (PyTorch/numba kernels)",
+             "saliencymix": "numba_function saliency peaks + DALI operators (impl='auto' on CPU uint8)",
+             "saliencymix_python": "python function (impl='python')",
+             "sage_mix": "python function (PyTorch/numba kernels)",
              "copy_paste": "python function (PyTorch kernels)"}
 
 

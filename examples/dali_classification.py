@@ -85,12 +85,21 @@ def tiny_cnn(num_classes: int):
                          nn.Flatten(), nn.Linear(32, num_classes))
 
 
+def train_step(model, optimizer, images, targets) -> float:
+    """One SGD step on soft targets (cross-entropy); returns the loss."""
+    import fastmix
+
+    loss = fastmix.soft_target_loss(model(images), targets, loss="ce")
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def train(root: str, op: str = "sage", *, epochs: int = 2, batch_size: int = 8, size: int = 32, seed: int = 0):
     """Train the tiny CNN for `epochs` on the mixed batches; returns the mean loss of each epoch."""
     import torch
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
-
-    import fastmix
 
     torch.manual_seed(seed)
     pipe = build_pipeline(root, op, batch_size=batch_size, size=size, seed=seed)
@@ -102,12 +111,7 @@ def train(root: str, op: str = "sage", *, epochs: int = 2, batch_size: int = 8, 
     for epoch in range(epochs):
         total, steps = 0.0, 0
         for (batch,) in loader:
-            logits = model(batch["images"])
-            loss = fastmix.soft_target_loss(logits, batch["targets"], loss="ce")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, steps = total + loss.item(), steps + 1
+            total, steps = total + train_step(model, optimizer, batch["images"], batch["targets"]), steps + 1
         losses.append(total / max(steps, 1))
         print(f"epoch {epoch}: {steps} batches of {batch['images'].shape[0]} {tuple(batch['images'].shape[1:])}, "
               f"mean loss {losses[-1]:.4f}, last lam {[round(v, 3) for v in batch['lam'].tolist()]}")

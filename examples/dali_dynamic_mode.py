@@ -28,7 +28,7 @@ import tempfile
 if __package__ in (None, ""):  # run as a script: make `examples` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from examples.dali_classification import CLASSES, MEAN, STD, tiny_cnn, write_image_folder  # noqa: E402
+from examples.dali_classification import CLASSES, MEAN, STD, tiny_cnn, train_step, write_image_folder  # noqa: E402
 
 OPS = ("cutmix", "mixup", "cutout", "saliencymix", "sage")
 
@@ -71,8 +71,6 @@ def train(root: str, op: str = "cutmix", *, epochs: int = 2, batch_size: int = 8
     """Train the tiny CNN on mixed batches; returns the mean loss of each epoch."""
     import torch
 
-    import fastmix
-
     if op not in OPS:
         raise ValueError(f"op must be one of {OPS}, got {op!r}")
     torch.manual_seed(seed)
@@ -91,11 +89,7 @@ def train(root: str, op: str = "cutmix", *, epochs: int = 2, batch_size: int = 8
             if images.shape[0] < batch_size:  # the last, partial batch
                 continue
             inputs, targets = mix(op, images, labels, generator)
-            loss = fastmix.soft_target_loss(model(inputs), targets, loss="ce")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, steps = total + loss.item(), steps + 1
+            total, steps = total + train_step(model, optimizer, inputs, targets), steps + 1
         losses.append(total / max(steps, 1))
         print(f"epoch {epoch}: {steps} batches of {batch_size} {op}-mixed {size}x{size} images, "
               f"mean loss {losses[-1]:.4f}")

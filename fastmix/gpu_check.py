@@ -22,9 +22,9 @@ exit status is 0 only when nothing failed.
 `--dry-run` runs every step on the CPU at tiny sizes so the script itself is tested in CI: the
 tests step collects the gpu tests (skipped without CUDA), the benchmarks run their tiny smoke
 sizes on the PyTorch path, the one-call-per-kernel payload runs the Triton kernels under the
-interpreter; CUDA-only parts (the CuPy kernels, compute-sanitizer, the targets) are reported as
-skipped. The benchmarks live in the source checkout (benchmarks/): run from the repository root
-with the project on PYTHONPATH.
+interpreter (and its Copy-Paste / saliency calls on the PyTorch path); CUDA-only parts (the
+CuPy kernels, compute-sanitizer, the targets) are reported as skipped. The benchmarks live in
+the source checkout (benchmarks/): run from the repository root with the project on PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -172,23 +172,45 @@ def _junit_counts(xml: Path) -> dict:
     return counts
 
 
-def step_kernels(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
-    step = Step("kernels")
-    if not (REPO / "benchmarks" / "bench_kernels.py").is_file():
+def _run_benchmark(step: Step, module: str, arguments: list[str], result: Path, logs: Path, dry_run: bool,
+                   limit: float, pattern: str | None = None):
+    """Run benchmarks/<module>.py (log: logs/<step>.log) and take the JSON it wrote: the file
+    `result`, or the first match of `pattern` in the folder `result`, removed after reading.
+    (exit code or None on timeout, results); results None (the step failed or was skipped, its
+    detail says why) when the benchmark is absent or wrote nothing readable."""
+    if not (REPO / "benchmarks" / f"{module}.py").is_file():
         step.detail = "benchmarks/ is not here (run from a source checkout)"
-        return step
-    work = out / ".kernels"
-    command = [sys.executable, "-m", "benchmarks.bench_kernels", str(work)]
-    # On the GPU only the Triton rows (the targets are theirs) and the reference structure: the
-    # PyTorch-path rows at ImageNet size would not fit the 8 minutes.
-    command += (["--device", "cpu", "--size", "tiny", "--backends", "pytorch"] if dry_run
-                else ["--device", "cuda", "--backends", "triton"])
-    code, step.seconds = _run(command, logs / "kernels.log", limit, _env(dry_run))
-    results = _load_json(work, "kernels_*.json")
-    shutil.rmtree(work, ignore_errors=True)
+        return None, None
+    log = logs / f"{step.name}.log"
+    code, step.seconds = _run([sys.executable, "-m", f"benchmarks.{module}", *arguments], log, limit, _env(dry_run))
+    try:
+        if pattern is None:
+            results = json.loads(result.read_text())
+        else:
+            found = sorted(result.glob(pattern)) if result.exists() else []
+            results = json.loads(found[0].read_text()) if found else None
+    except (OSError, ValueError):
+        results = None
+    if result.is_dir():
+        shutil.rmtree(result, ignore_errors=True)
+    else:
+        result.unlink(missing_ok=True)
     if results is None:
         step.status = "failed"
-        step.detail = f"no results ({'timed out' if code is None else f'exit {code}'}): {_tail(logs / 'kernels.log')}"
+        step.detail = f"no results ({'timed out' if code is None else f'exit {code}'}): {_tail(log)}"
+    return code, results
+
+
+def step_kernels(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
+    step = Step("kernels")
+    work = out / ".kernels"
+    # On the GPU only the Triton rows (the targets are theirs) and the reference structure: the
+    # PyTorch-path rows at ImageNet size would not fit the 8 minutes.
+    options = (["--device", "cpu", "--size", "tiny", "--backends", "pytorch"] if dry_run
+               else ["--device", "cuda", "--backends", "triton"])
+    code, results = _run_benchmark(step, "bench_kernels", [str(work), *options], work, logs, dry_run, limit,
+                                   pattern="kernels_*.json")
+    if results is None:
         return step
     step.data = {"meta": results.get("meta", {}), "rows": [
         {k: r.get(k) for k in ("op", "size", "dtype", "backend", "median_ms", "floor_ms", "floor_fraction",
@@ -210,36 +232,17 @@ def step_kernels(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
     return step
 
 
-def _load_json(folder: Path, pattern: str):
-    for path in sorted(folder.glob(pattern)) if folder.exists() else []:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-    return None
-
-
 def step_copy_paste(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
     step = Step("copy_paste")
-    if not (REPO / "benchmarks" / "bench_copy_paste.py").is_file():
-        step.detail = "benchmarks/ is not here (run from a source checkout)"
-        return step
     report = out / ".copy_paste.json"
     if dry_run:
         options = ["--devices", "cpu", "--batch", "2", "--size", "96", "--instances", "3", "--repeats", "1"]
     else:
         # The per-image CPU reference always runs; of fastmix only the GPU rows are needed.
         options = ["--devices", "cuda", "--batch", "8", "--size", "1024", "--instances", "20", "--repeats", "3"]
-    code, step.seconds = _run([sys.executable, "-m", "benchmarks.bench_copy_paste", *options, "--json", str(report)],
-                              logs / "copy_paste.log", limit, _env(dry_run))
-    try:
-        results = json.loads(report.read_text())
-    except (OSError, ValueError):
-        results = None
-    report.unlink(missing_ok=True)
+    code, results = _run_benchmark(step, "bench_copy_paste", [*options, "--json", str(report)], report, logs,
+                                   dry_run, limit)
     if results is None:
-        step.status = "failed"
-        step.detail = f"no results ({'timed out' if code is None else f'exit {code}'}): {_tail(logs / 'copy_paste.log')}"
         return step
     rows = _copy_paste_rows(results)
     step.data = {"rows": rows}
@@ -286,7 +289,8 @@ def step_memcheck(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
     if dry_run:
         code, step.seconds = _run(payload + ["--device", "cpu"], log, limit, _env(True))
         step.status = "failed" if code != 0 else "skipped"
-        step.detail = ("payload ran on the CPU (Triton interpreter); compute-sanitizer skipped in a dry run"
+        step.detail = ("payload ran on the CPU (Triton interpreter; the CuPy calls on the PyTorch path); "
+                       "compute-sanitizer skipped in a dry run"
                        if code == 0 else f"payload failed: {_tail(log)}")
         return step
     sanitizer = compute_sanitizer()
@@ -329,19 +333,23 @@ def one_call_per_kernel(device: str) -> list[str]:
         ops.sage_mask_blend(xl, perm, g1, g2, torch.tensor([[1, -2], [0, 0], [-8, 10]], device=dev),
                             backend="triton")
     ran += ["triton: mixup, box paste, box fill, saliency (3 kernels), scores (2 kernels), mask blend"]
-    if dev.type == "cuda":
-        from fastmix.backends.cupy.fine_grained_saliency import fine_grained_saliency
-        from fastmix.copy_paste import InstanceBatch, copy_paste
+    # The CuPy kernels need CUDA; on the CPU the same calls run the PyTorch path, which checks
+    # the payload itself.
+    from fastmix.copy_paste import InstanceBatch, copy_paste
+    from fastmix.ops import copy_paste as copy_paste_ops
 
-        fine_grained_saliency(torch.randint(0, 256, (2, 3, 33, 40), generator=gen, dtype=torch.uint8).to(dev))
-        images = [torch.randint(0, 256, (3, 40 + 3 * i, 48), generator=gen, dtype=torch.uint8).to(dev)
-                  for i in range(3)]
-        masks = [(torch.rand(2, 40 + 3 * i, 48, generator=gen) > 0.7).to(dev) for i in range(3)]
-        labels = [torch.tensor([1, 2], device=dev) for _ in range(3)]
-        batch = InstanceBatch.from_lists(images, masks, labels=labels)
-        for blend in ("hard", "gaussian"):
-            copy_paste(batch, blend=blend, generator=torch.Generator().manual_seed(1), backend="cupy")
-        ran += ["cupy: fine-grained saliency, copy-paste (resample, occlusion, blend, boxes)"]
+    backend = "cupy" if dev.type == "cuda" else "pytorch"
+    copy_paste_ops.fine_grained_saliency(
+        torch.randint(0, 256, (2, 3, 33, 40), generator=gen, dtype=torch.uint8).to(dev), backend=backend)
+    images = [torch.randint(0, 256, (3, 40 + 3 * i, 48), generator=gen, dtype=torch.uint8).to(dev) for i in range(3)]
+    masks = [(torch.rand(2, 40 + 3 * i, 48, generator=gen) > 0.7).to(dev) for i in range(3)]
+    labels = [torch.tensor([1, 2], device=dev) for _ in range(3)]
+    batch = InstanceBatch.from_lists(images, masks, labels=labels)
+    for blend in ("hard", "gaussian"):
+        copy_paste(batch, output_size=(48, 48), blend=blend, generator=torch.Generator().manual_seed(1),
+                   backend=backend)
+    ran += [f"{backend}: fine-grained saliency, copy-paste (resample, occlusion, blend, boxes)"]
+    if dev.type == "cuda":
         torch.cuda.synchronize()
     return ran
 
@@ -389,7 +397,8 @@ def write_plot(path: Path, steps: list[Step]) -> str | None:
 def markdown(summary: dict) -> str:
     info = summary["environment"]
     lines = [f"# fastmix gpu-check on {info.get('device')}", "",
-             f"{summary['date']}, {summary['seconds']:.0f} s, {'dry run (CPU, tiny sizes)' if info['dry_run'] else 'GPU run'}; "
+             f"{summary['date']}, {summary['seconds']:.0f} s, "
+             f"{'dry run (CPU, tiny sizes)' if info['dry_run'] else 'GPU run'}; "
              + ", ".join(f"{k} {info[k]}" for k in ("python", "torch", "cuda", "triton", "cupy") if info.get(k)), "",
              "| step | status | seconds | detail |", "|---|---|---|---|"]
     for s in summary["steps"]:

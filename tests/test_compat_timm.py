@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fastmix import dispatch
+from fastmix.backends import numba as numba_backend
 from fastmix.compat import timm as compat
 from fastmix.compat.timm import FastCollateMixup, Mixup, TimmMixParams
 from helpers import random_images
@@ -337,8 +338,13 @@ def rint_blend(a, b, lam):
     return torch.from_numpy(np.rint(mixed).astype(np.uint8))
 
 
+BACKENDS = ["pytorch", pytest.param("numba", marks=pytest.mark.skipif(not numba_backend.available(),
+                                                                      reason="numba is not installed"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("as_tensor", [False, True])
-def test_fast_collate_every_mode_on_injected_params(as_tensor):
+def test_fast_collate_every_mode_on_injected_params(as_tensor, backend):
     samples = uint8_samples(6, as_tensor=as_tensor)
     src = [s[0].numpy() if as_tensor else s[0] for s in samples]
     kept = [a.copy() for a in src]
@@ -361,7 +367,7 @@ def test_fast_collate_every_mode_on_injected_params(as_tensor):
                   torch.from_numpy(src[2])], [0.45, 0.75, 1.0, 1.0, 1.0, 1.0]),
     }
     for mode, (injected, expected, lam) in cases.items():
-        collate = FastCollateMixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode=mode, num_classes=C)
+        collate = FastCollateMixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode=mode, num_classes=C, backend=backend)
         out, targets = collate(samples, params=injected)
         assert out.dtype == torch.uint8 and out.shape == (len(expected), 3, 8, 10), mode
         assert torch.equal(out, torch.stack(expected)), mode
@@ -379,6 +385,97 @@ def test_fast_collate_blend_matches_the_pytorch_op_bit_for_bit():
         stacked = torch.from_numpy(np.stack([s[0] for s in samples]))
         expected = dispatch.mixup_blend(stacked, torch.arange(7, -1, -1), lam, backend="pytorch")
         assert torch.equal(out, expected)
+
+
+def _random_draws(mode, batch, height, width, seed):
+    """Random injected parameters of every kind (blend, paste incl. empty and edge boxes, unmixed)."""
+    rng = np.random.default_rng(seed)
+    units = {"batch": 1, "elem": batch, "pair": batch // 2, "half": batch // 2}[mode]
+    kind = rng.integers(0, 3, units)  # 0 unmixed, 1 blend, 2 paste
+    lam = np.where(kind == 0, 1.0, rng.random(units)).astype(np.float32)
+    y = np.sort(rng.integers(0, height + 1, (units, 2)), axis=1)
+    x = np.sort(rng.integers(0, width + 1, (units, 2)), axis=1)
+    boxes = np.stack([y[:, 0], y[:, 1], x[:, 0], x[:, 1]], axis=1)
+    return TimmMixParams(torch.from_numpy(lam), torch.from_numpy(kind == 2), torch.from_numpy(boxes))
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
+@pytest.mark.parametrize("mode", ["batch", "elem", "pair", "half"])
+def test_fast_collate_numba_kernel_matches_the_pytorch_path(mode):
+    """The fused kernel against the stack-and-blend path on random samples of many shapes (odd
+    sizes, one channel, one pixel, B = 1 and 2), NumPy and strided tensor samples."""
+    shapes = [(3, 8, 10), (1, 1, 1), (3, 7, 13), (4, 33, 5), (3, 1, 200), (2, 130, 131)]
+    sizes = [1, 2, 3, 6, 9] if mode in ("batch", "elem") else [2, 4, 10]
+    for seed, (shape, batch) in enumerate((s, b) for s in shapes for b in sizes):
+        samples = uint8_samples(batch, shape, seed=seed)
+        if seed % 3 == 1:  # strided tensor samples: a channels-last buffer seen as [C, H, W]
+            samples = [(torch.from_numpy(np.ascontiguousarray(im.transpose(1, 2, 0))).permute(2, 0, 1), t)
+                       for im, t in samples]
+        kept = [np.asarray(s[0].numpy() if torch.is_tensor(s[0]) else s[0]).copy() for s in samples]
+        for draw in range(3):
+            injected = _random_draws(mode, batch, shape[1], shape[2], seed * 7 + draw)
+            options = dict(mixup_alpha=1.0, cutmix_alpha=1.0, mode=mode, num_classes=C)
+            fused, fused_targets = FastCollateMixup(**options, backend="numba")(samples, params=injected)
+            expected, targets = FastCollateMixup(**options, backend="pytorch")(samples, params=injected)
+            assert fused.is_contiguous() and fused.shape == expected.shape
+            assert torch.equal(fused, expected), (mode, shape, batch, draw)
+            assert torch.equal(fused_targets, targets)
+        assert all(np.array_equal(np.asarray(s[0]), k) for s, k in zip(samples, kept))
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
+def test_collate_kernel_writes_every_returned_row_and_checks_its_arguments():
+    from fastmix.backends.numba import collate
+
+    rng = np.random.default_rng(11)
+    images = [rng.integers(0, 256, (3, 9, 11), dtype=np.uint8) for _ in range(6)]
+    addresses = np.array([im.ctypes.data for im in images], dtype=np.int64)
+    for rows in (6, 3):
+        kind = rng.integers(0, 3, rows).astype(np.int8)
+        w = rng.random(rows).astype(np.float32)
+        boxes = np.tile(np.array([[2, 7, 3, 9]]), (rows, 1))
+        out = np.full((rows, 3 * 9 * 11), 77, dtype=np.uint8)  # poison: every byte must be rewritten
+        collate.collate_mix_kernel(addresses, 6, 9, 11, kind, w, np.float32(1) - w, boxes, out)
+        expected = np.empty((rows, 3, 9, 11), np.uint8)
+        for i in range(rows):
+            own, other = images[i], images[5 - i]
+            if kind[i] == collate.BLEND:
+                mixed = own.astype(np.float32) * w[i] + other.astype(np.float32) * (np.float32(1) - w[i])
+                expected[i] = np.rint(mixed).astype(np.uint8)
+            else:
+                expected[i] = own
+                if kind[i] == collate.PASTE:
+                    expected[i][:, 2:7, 3:9] = other[:, 2:7, 3:9]
+        assert np.array_equal(out.reshape(expected.shape), expected), rows
+    ones = np.ones(6, np.float32)
+    zeros = np.zeros((6, 4), np.int64)
+    with pytest.raises(ValueError, match="rows must be"):
+        collate.collate_mix(images, 4, np.zeros(4, np.int8), ones[:4], ones[:4], zeros[:4])
+    with pytest.raises(ValueError, match="kind must"):
+        collate.collate_mix(images, 6, np.full(6, 3, np.int8), ones, ones, zeros)
+    with pytest.raises(ValueError, match="boxes must"):
+        collate.collate_mix(images, 6, np.full(6, 2, np.int8), ones, ones, np.tile([[0, 10, 0, 2]], (6, 1)))
+    with pytest.raises(ValueError, match="weights"):
+        collate.collate_mix(images, 6, np.ones(6, np.int8), ones * 2, ones, zeros)
+    with pytest.raises(ValueError, match="weights"):
+        collate.collate_mix(images, 6, np.ones(6, np.int8), ones, ones * np.nan, zeros)
+    with pytest.raises(ValueError, match="w must have"):
+        collate.collate_mix(images, 6, np.zeros(6, np.int8), ones[:5], ones, zeros)
+    with pytest.raises(ValueError, match="uint8"):
+        collate.collate_mix(images[:5] + [images[5].astype(np.int16)], 6, np.zeros(6, np.int8), ones, ones, zeros)
+    with pytest.raises(ValueError, match="backend"):
+        FastCollateMixup(num_classes=C, backend="cuda")
+
+
+def test_fast_collate_falls_back_without_numba(monkeypatch):
+    """backend='auto' without numba runs the PyTorch path; backend='numba' then refuses clearly."""
+    monkeypatch.setattr(compat, "_numba_available", lambda: False)
+    samples = uint8_samples(4, seed=9)
+    out, _ = FastCollateMixup(num_classes=C)(samples, params=params([0.4]))
+    src = [s[0] for s in samples]
+    assert torch.equal(out, torch.stack([rint_blend(src[i], src[3 - i], 0.4) for i in range(4)]))
+    with pytest.raises(RuntimeError, match="numba"):
+        FastCollateMixup(num_classes=C, backend="numba")
 
 
 def test_fast_collate_batch_cutmix_and_odd_batch():

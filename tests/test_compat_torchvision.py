@@ -202,3 +202,38 @@ def test_sage_mix_transform_uses_the_model_saliency_and_injected_params():
         SageMix(num_classes=C)(x, y)
     with pytest.raises(ValueError, match="inject"):
         SageMix(model=model, num_classes=C)(x, y, params={"lam": 0.5})
+
+
+def test_sage_mix_transform_defaults_are_fastmix_sage_mix_defaults():
+    import inspect
+
+    from fastmix.operators.sage import DEFAULT_UPPER_LAMBDA
+
+    compat = inspect.signature(SageMix).parameters
+    native = inspect.signature(fastmix.SageMix).parameters
+    assert compat["upper_lambda"].default == native["upper_lambda"].default == DEFAULT_UPPER_LAMBDA
+    assert compat["search"].default == native["search"].default == "auto"
+    # the same draws give the same result as fastmix.sage_mix with its own defaults
+    x, y = random_images(6, 3, 8, 8), torch.tensor([0, 3, 5, 9, 1, 2])
+    sal = torch.rand(6, 8, 8, generator=torch.Generator().manual_seed(3)) + 0.01
+    out = SageMix(num_classes=C, generator=torch.Generator().manual_seed(7))(x, y, saliency=sal)
+    expected = fastmix.sage_mix(x, y, saliency=sal, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(out[0], expected.images, rtol=0, atol=0)
+    torch.testing.assert_close(out[1], expected.targets(num_classes=C), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("transform", [MixUp, CutMix])
+def test_mixup_cutmix_do_not_synchronise_the_gpu(transform):
+    x = random_images(8, 3, 16, 16).cuda()
+    y = torch.softmax(torch.randn(8, C), 1).cuda()  # probabilities: no index check on the device
+    mix = transform(num_classes=C, generator=torch.Generator().manual_seed(0))
+    expected = transform(num_classes=C, generator=torch.Generator().manual_seed(0))(x.cpu(), y.cpu())
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        images, labels = mix(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(images.cpu(), expected[0])
+    torch.testing.assert_close(labels.cpu(), expected[1])

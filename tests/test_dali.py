@@ -329,8 +329,10 @@ def test_images_of_different_sizes_are_a_clear_error_where_samples_are_mixed():
         run(mix_pipeline(fmd.mixup, images, impl="dali"))
     with pytest.raises(RuntimeError, match=r"(?s)in mixup.*uniform_guard.*reshape"):
         run(mix_pipeline(fmd.mixup, images, impl="numba"))
+    with pytest.raises(RuntimeError, match=r"(?s)in saliencymix.*uniform_guard.*reshape"):
+        run(mix_pipeline(fmd.saliencymix, images, impl="numba"))
     with pytest.raises(RuntimeError, match=r"every image must have the same shape; this batch has shapes"):
-        run(mix_pipeline(fmd.saliencymix, images))
+        run(mix_pipeline(fmd.saliencymix, images, impl="python"))
 
 
 def test_soft_label_inputs():
@@ -392,3 +394,15 @@ def test_mixup_impl_is_checked_and_auto_falls_back_to_dali_operators():
         pipe("numba")
     (out,) = pipe_outputs(pipe("auto"))  # the dtype is unknown: DALI operators
     assert out.layout() == "HWC" and np.array(out[0]).dtype == np.uint8
+
+
+def test_sage_mix_above_64_pixels_searches_coarse_to_fine_without_a_generator():
+    images = hwc_images(12, shapes=[(72, 80, 3)] * BATCH)
+    (out,) = run(mix_pipeline(fmd.sage_mix, images, chw_float=True, per_sample_mass=True))
+    x, mixed, lam, perm, targets, shifts, mass = out
+    expected = fastmix.sage_mix(x, saliency=fastmix.image_saliency(x, None), perm=perm, mass=mass,
+                                search="coarse_to_fine")
+    assert expected.extras["search"] == "coarse_to_fine"
+    assert torch.equal(shifts, expected.shifts)
+    torch.testing.assert_close(mixed, expected.images, rtol=0, atol=1e-6)
+    assert not torch.equal(mixed, x)

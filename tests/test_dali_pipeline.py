@@ -270,3 +270,81 @@ def test_integer_reader_labels_without_num_classes_are_a_build_time_error(folder
 
     with pytest.raises(ValueError, match="fastmix.dali.cutmix: integer class labels need num_classes"):
         pipe()
+
+
+# ------------------------------------------------------------------------------------------------
+# SaliencyMix's compiled saliency kernel (numba_function) against the PyTorch oracle
+
+
+def test_numba_saliency_kernel_equals_the_pytorch_oracle():
+    """The per-image kernels DALI's numba_function calls (fastmix.backends.numba._kernels), on
+    HWC and CHW samples, and the glue's peak finder."""
+    from fastmix.backends.numba import _kernels
+    from fastmix.backends.pytorch.fine_grained_saliency import fine_grained_saliency
+    from fastmix.dali.numba_saliency import peak_finder
+
+    peak = peak_finder()
+    rng = np.random.default_rng(0)
+    scale = torch.tensor(1 / 255, dtype=torch.float32)
+    checked = 0
+    for height, width in [(1, 1), (1, 5), (5, 1), (2, 2), (3, 7), (16, 12), (33, 40), (60, 130)]:
+        yy, xx = np.mgrid[0:height, 0:width]
+        images = {"random": rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                  "smooth": np.stack([(yy * 7 + xx * 3) % 256, (xx * 5) % 256, (yy * 11) % 256], -1).astype(np.uint8),
+                  "grey": rng.integers(0, 256, (height, width, 1), dtype=np.uint8)}
+        for image in images.values():
+            expected = fine_grained_saliency(torch.from_numpy(image).permute(2, 0, 1)[None])[0]
+            for chw in (False, True):
+                source = np.ascontiguousarray(image.transpose(2, 0, 1)) if chw else image
+                out = np.full((height, width), -7, np.int32)  # poisoned
+                (_kernels.grey_chw if chw else _kernels.grey_hwc)(source, out)
+                _kernels.fine_grained_map(out)
+                assert torch.equal(torch.from_numpy(out.astype(np.float32)) * scale, expected)
+                assert peak(out) == divmod(int(expected.flatten().argmax()), width)
+                checked += 1
+    assert checked == 8 * 3 * 2
+
+
+@pytest.mark.parametrize("chw, per_sample", [(False, False), (False, True), (True, True)])
+def test_saliencymix_numba_and_python_give_the_same_batches(chw, per_sample):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (20, 28, 3), dtype=np.uint8) for _ in range(6)]
+    labels = [np.array([i % 3], np.int32) for i in range(6)]
+
+    def run_impl(impl):
+        @pipeline_def(batch_size=6, num_threads=2, device_id=None, seed=3)
+        def pipe():
+            x = fn.external_source(source=lambda: images, batch=True, layout="HWC", dtype=types.UINT8)
+            if chw:
+                x = fn.transpose(x, perm=[2, 0, 1])
+            lab = fn.external_source(source=lambda: labels, batch=True)
+            mix = fmd.saliencymix(x, lab, num_classes=3, per_sample=per_sample, impl=impl)
+            return x, mix.images, mix.lam, mix.perm, mix.boxes, mix.targets
+
+        p = pipe()
+        p.build()
+        return [[stacked(o) for o in p.run()] for _ in range(2)], p.run()[1].layout()
+
+    (numba_batches, numba_layout), (python_batches, python_layout) = run_impl("numba"), run_impl("python")
+    assert numba_layout == python_layout == ("CHW" if chw else "HWC")
+    assert_same_batches(numba_batches, python_batches)
+    boxes = torch.cat([batch[4] for batch in numba_batches])
+    assert ((boxes[:, 1] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 2])).any()  # something was pasted
+    x, mixed, _, perm, boxes, _ = numba_batches[0]
+    nchw = x if chw else x.permute(0, 3, 1, 2)
+    expected = fastmix.cutmix(nchw, perm=perm, boxes=boxes).images
+    assert torch.equal(mixed, expected if chw else expected.permute(0, 2, 3, 1))
+
+
+def test_saliencymix_impl_is_checked():
+    @pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=1)
+    def pipe(impl, with_saliency=False):
+        x = fn.external_source(source=lambda: None, batch=True, layout="HWC", dtype=types.UINT8)
+        saliency = fn.external_source(source=lambda: None, batch=True) if with_saliency else None
+        return fmd.saliencymix(x, saliency=saliency, impl=impl).images
+
+    with pytest.raises(ValueError, match="fastmix.dali.saliencymix: impl must be one of"):
+        pipe("dali")
+    with pytest.raises(ValueError, match="impl='numba' needs model-free saliency"):
+        pipe("numba", True)
+    pipe("auto", True)  # a saliency input: the python function

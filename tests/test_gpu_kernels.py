@@ -224,7 +224,8 @@ def test_8192x8192_frames_launch(device):
     such limit. Compared with the PyTorch path on the same GPU."""
     x = random_images((2, 1, 8192, 8192), torch.float16, False, device, seed=3)
     perm, lam = torch.tensor([1, 0], device=device), torch.tensor([0.25, 0.75], device=device)
-    assert_images_close(ops.mixup_blend(x, perm, lam, backend="triton"), ops.mixup_blend(x, perm, lam, backend="pytorch"))
+    assert_images_close(ops.mixup_blend(x, perm, lam, backend="triton"),
+                        ops.mixup_blend(x, perm, lam, backend="pytorch"))
     g = torch.rand(2, 8192, 8192, device=device)
     shifts = torch.tensor([[100, -7], [-4000, 3]], device=device)
     mixed, mask, lam_out = ops.sage_mask_blend(x, perm, g, g.flip(0), shifts, backend="triton")
@@ -242,7 +243,8 @@ def test_channel_parallel_chunks(device, shape, channels_last):
     gen = torch.Generator(device=device).manual_seed(5)
     perm = torch.randperm(batch, generator=gen, device=device)
     lam = torch.rand(batch, generator=gen, device=device)
-    assert_images_close(ops.mixup_blend(x, perm, lam, backend="triton"), ops.mixup_blend(x, perm, lam, backend="pytorch"))
+    assert_images_close(ops.mixup_blend(x, perm, lam, backend="triton"),
+                        ops.mixup_blend(x, perm, lam, backend="pytorch"))
     g1, g2 = torch.rand(2, batch, *shape[2:], generator=gen, device=device)
     shifts = torch.stack([torch.randint(1 - shape[2], shape[2], (batch,), generator=gen, device=device),
                           torch.randint(1 - shape[3], shape[3], (batch,), generator=gen, device=device)], dim=1)
@@ -281,7 +283,8 @@ def test_cpu_perm_is_checked_on_the_host_without_a_device_sync(device):
     x = random_images((3, 3, 8, 8), torch.float32, False, device, seed=7)
     lam = torch.rand(3, device=device)
     # Inputs first: creating a CUDA tensor from a Python list is itself a synchronising copy.
-    perm, bad_perm, device_perm = torch.tensor([2, 0, 1]), torch.tensor([2, 3, 1]), torch.tensor([2, 0, 1], device=device)
+    perm, bad_perm = torch.tensor([2, 0, 1]), torch.tensor([2, 3, 1])
+    device_perm = torch.tensor([2, 0, 1], device=device)
     boxes = torch.tensor([[1, 5, 2, 6]] * 3, device=device)
     shifts = torch.tensor([[1, -1]] * 3, device=device)
     candidates = torch_sage.all_shifts(8, 8, device=device)
@@ -311,7 +314,8 @@ def test_bad_device_perm_fails_with_a_device_assert_not_an_illegal_address(tmp_p
 
     code = ("import torch; from fastmix import ops\n"
             "x = torch.rand(3, 3, 8, 8, device='cuda')\n"
-            "ops.mixup_blend(x, torch.tensor([0, 5, 1], device='cuda'), torch.rand(3, device='cuda'), backend='triton')\n"
+            "perm, lam = torch.tensor([0, 5, 1], device='cuda'), torch.rand(3, device='cuda')\n"
+            "ops.mixup_blend(x, perm, lam, backend='triton')\n"
             "torch.cuda.synchronize()\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode != 0

@@ -297,6 +297,10 @@ def test_copy_paste_resample_matches_oracle(seed, dtype):
         boxes, areas = ncp.instance_boxes_areas(got)
         want_boxes, want_areas = tcp.instance_boxes_areas(expected)
         assert torch.equal(boxes, want_boxes) and torch.equal(areas, want_areas)
+        # Occlusion of the receiving half by the pasted half reads only the rows of the kept boxes.
+        alpha, updated = ncp.occlusion_update(got[:batch], got[batch:])
+        want_alpha, want_updated = tcp.occlusion_update(expected[:batch], expected[batch:])
+        assert torch.equal(alpha, want_alpha) and torch.equal(updated, want_updated)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -408,3 +412,18 @@ def test_fine_grained_saliency_matches_pytorch_and_opencv(shape):
     bgr = numpy_image[:, :, ::-1].copy() if shape[1] == 3 else numpy_image[:, :, 0].copy()
     ok, expected = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(bgr)
     assert ok and torch.equal(got[0], torch.from_numpy(expected))
+
+
+def test_fastmix_disable_numba_falls_back_to_pytorch(monkeypatch):
+    x = images_of((2, 3, 4, 4), torch.uint8, False, seed=0)
+    monkeypatch.setenv("FASTMIX_DISABLE_NUMBA", "1")
+    numba_backend.available.cache_clear()
+    try:
+        assert not numba_backend.available()
+        assert ops.resolve("auto", x, (torch.uint8, torch.uint8)) == "pytorch"
+        with pytest.raises(RuntimeError, match="numba"):
+            ops.resolve("numba", x, (torch.uint8, torch.uint8))
+    finally:
+        monkeypatch.delenv("FASTMIX_DISABLE_NUMBA")
+        numba_backend.available.cache_clear()
+    assert numba_backend.available()

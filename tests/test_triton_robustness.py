@@ -136,8 +136,10 @@ def test_nan_propagates_in_blends_like_pytorch():
     perm, lam = torch.tensor([1, 2, 0]), torch.tensor([0.3, 1.0, 0.6])
     boxes = torch.tensor([[0, 5, 0, 6], [0, 1, 0, 1], [1, 4, 2, 5]])
     with _launch.poisoned_buffers():
-        pairs = [(triton_blend.mixup_blend(images, perm, lam, torch.float32), torch_blend.mixup_blend(images, perm, lam)),
-                 (triton_blend.box_paste(images, perm, boxes, torch.float32), torch_blend.box_paste(images, perm, boxes))]
+        pairs = [(triton_blend.mixup_blend(images, perm, lam, torch.float32),
+                  torch_blend.mixup_blend(images, perm, lam)),
+                 (triton_blend.box_paste(images, perm, boxes, torch.float32),
+                  torch_blend.box_paste(images, perm, boxes))]
     for result, expected in pairs:
         assert torch.isnan(expected).any()
         torch.testing.assert_close(result, expected, equal_nan=True)

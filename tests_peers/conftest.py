@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fastmix from this checkout
 
-PEERS = ("timm", "torchvision", "scipy")
+PEERS = ("timm", "torchvision", "scipy", "numba")  # numba: FastCollateMixup's fused kernel
 
 
 def _missing():
@@ -29,7 +29,7 @@ def _missing():
 
 def pytest_report_header(config):
     versions = []
-    for name in ("torch", "torchvision", "timm", "numpy", "scipy"):
+    for name in ("torch", "torchvision", "timm", "numpy", "scipy", "numba"):
         module = sys.modules.get(name)
         if module is None:
             try:

@@ -137,15 +137,15 @@ def samples_of(images, labels, as_tensor):
     return [(torch.from_numpy(im.copy()) if as_tensor else im.copy(), label) for im, label in zip(images, labels)]
 
 
-@pytest.mark.parametrize("path", ["default", "no fused kernel"])
+@pytest.mark.parametrize("backend", ["numba", "pytorch"])
 @pytest.mark.parametrize("as_tensor", [False, True])
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
-def test_fast_collate_matches_timm_on_its_own_draws(monkeypatch, mode, config, as_tensor, path):
-    """`default`: the numba kernel through fastmix.dispatch where numba is installed; `no fused
-    kernel`: the per-sample PyTorch blend."""
-    if path != "default":
-        monkeypatch.setattr(compat, "_fused_cpu_blend", lambda: False)
+def test_fast_collate_matches_timm_on_its_own_draws(monkeypatch, mode, config, as_tensor, backend):
+    """`numba`: the fused collate kernel (fastmix.backends.numba.collate); `pytorch`: the stack
+    and per-sample float32 blend fallback."""
+    if backend == "numba":
+        pytest.importorskip("numba")
     recorder = Recorder(monkeypatch)
     options = dict(CONFIGS[config], mode=mode, num_classes=BATCH)
     rng = np.random.default_rng(4)
@@ -158,13 +158,34 @@ def test_fast_collate_matches_timm_on_its_own_draws(monkeypatch, mode, config, a
         np.random.seed(seed)
         theirs, their_targets = timm_mixup.FastCollateMixup(**options)(samples_of(images, labels, as_tensor))
         injected = recorder.params()
-        ours, our_targets = FastCollateMixup(**options)(ours_in, params=injected)
+        ours, our_targets = FastCollateMixup(**options, backend=backend)(ours_in, params=injected)
         assert ours.dtype == torch.uint8 and torch.equal(ours, theirs), f"seed {seed}"
         torch.testing.assert_close(our_targets, their_targets)
         seen |= kinds(injected)
     assert all(np.array_equal(np.asarray(a[0]), np.asarray(b[0])) for a, b in zip(ours_in, kept))
     expected = {"mixup": {"mixup"}, "cutmix": {"cutmix"}}.get(config, {"mixup", "cutmix"})
     assert expected <= seen
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (4, 1, 5, 7), (6, 3, 31, 17), (16, 3, 64, 65)])
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
+def test_fast_collate_numba_kernel_matches_timm_on_other_shapes(monkeypatch, mode, shape):
+    """The fused kernel (fastmix.backends.numba.collate) against the real timm byte for byte,
+    on batches and image sizes other than the main test's (one pixel, one channel, odd sides)."""
+    pytest.importorskip("numba")
+    batch, channels, height, width = shape
+    recorder = Recorder(monkeypatch)
+    options = dict(CONFIGS["switch"], mode=mode, num_classes=batch)
+    rng = np.random.default_rng(batch * height + width)
+    images = [rng.integers(0, 256, (channels, height, width), dtype=np.uint8) for _ in range(batch)]
+    labels = rng.permutation(batch).tolist()
+    for seed in range(6):
+        np.random.seed(seed)
+        theirs, their_targets = timm_mixup.FastCollateMixup(**options)(samples_of(images, labels, False))
+        ours, our_targets = FastCollateMixup(**options, backend="numba")(samples_of(images, labels, True),
+                                                                        params=recorder.params())
+        assert torch.equal(ours, theirs), f"seed {seed}"
+        torch.testing.assert_close(our_targets, their_targets)
 
 
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])

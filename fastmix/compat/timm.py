@@ -40,7 +40,8 @@ Checked against timm 1.0.31 (tests_peers/ compares with the real package). Kept 
 
 Deliberate differences:
 - Random draws come from a `torch.Generator` (`generator=`, keyword only; None: torch's global
-  generator, so `torch.manual_seed` makes a run reproducible, not `np.random.seed`). The
+  generator, so `torch.manual_seed` makes a run reproducible, not `np.random.seed`); one draw
+  of it per call seeds the NumPy generator that draws the call's parameters. The
   parameters of a call can be drawn with `make_params` and injected with `params=...`.
 - Inputs are never modified: `Mixup` returns a new tensor (timm mixes `x` in place), and
   `FastCollateMixup` never writes into the samples (timm's 'pair' and 'half' CutMix write the
@@ -134,7 +135,7 @@ def mixup_target(target, num_classes, lam=1., smoothing=0.0, multi_label=False):
         on_value = 1. - smoothing + off_value
         y1 = one_hot(target, num_classes, on_value=on_value, off_value=off_value)
     if isinstance(lam, torch.Tensor):
-        lam = lam.to(y1.device)
+        lam = dispatch.to_device(lam, y1.device)  # non-blocking: no host sync for a CUDA target
     y2 = y1.flip(0)
     return y1 * lam + y2 * (1. - lam)
 
@@ -228,6 +229,16 @@ class TimmMixParams:
             raise ValueError("lam must lie in [0, 1]")
         self.boxes = self.boxes.long()
 
+    @classmethod
+    def _drawn(cls, lam: np.ndarray, use_cutmix: np.ndarray, boxes: np.ndarray) -> "TimmMixParams":
+        """Parameters made by `make_params` (float32 lam in [0, 1], bool flags, int64 boxes inside
+        the image by construction): the validation of __post_init__, a few torch ops that cost
+        ~0.2 ms per batch in a loader worker, is skipped."""
+        params = cls.__new__(cls)
+        params.lam, params.use_cutmix, params.boxes = (torch.from_numpy(lam), torch.from_numpy(use_cutmix),
+                                                       torch.from_numpy(boxes))
+        return params
+
     def check_boxes(self, height: int, width: int) -> None:
         y1, y2, x1, x2 = self.boxes[self.use_cutmix].unbind(1)
         if not bool(((y1 >= 0) & (y1 <= y2) & (y2 <= height) & (x1 >= 0) & (x1 <= x2) & (x2 <= width)).all()):
@@ -296,30 +307,35 @@ class Mixup:
         boxes = torch.zeros(units, 4, dtype=torch.long)
         if not self.mixup_enabled or units == 0:
             return TimmMixParams(lam, use_cutmix, boxes)
-        gen = self.generator
+        # One torch draw seeds a NumPy generator for all of this call's draws: in a loader worker
+        # each torch draw helper costs 50-150 us (measured, caches cold after the image pass),
+        # NumPy's draws a few us, and FastCollateMixup's image pass itself takes ~2 ms.
+        rng = draws.numpy_rng(self.generator)
+        use_cutmix = np.zeros(units, dtype=bool)
         if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
-            use_cutmix = draws.uniform(units, 0.0, 1.0, gen) < self.switch_prob
-            lam_draw = torch.where(use_cutmix, draws.beta(self.cutmix_alpha, units, gen),
-                                   draws.beta(self.mixup_alpha, units, gen))
+            use_cutmix = rng.random(units) < self.switch_prob
+            cut_lam = rng.beta(self.cutmix_alpha, self.cutmix_alpha, units)
+            lam_draw = np.where(use_cutmix, cut_lam, rng.beta(self.mixup_alpha, self.mixup_alpha, units))
         elif self.mixup_alpha > 0:
-            lam_draw = draws.beta(self.mixup_alpha, units, gen)
+            lam_draw = rng.beta(self.mixup_alpha, self.mixup_alpha, units)
         else:
-            use_cutmix = torch.ones(units, dtype=torch.bool)
-            lam_draw = draws.beta(self.cutmix_alpha, units, gen)
-        mixed = draws.uniform(units, 0.0, 1.0, gen) < self.mix_prob
-        lam = torch.where(mixed, lam_draw, lam)
+            use_cutmix = np.ones(units, dtype=bool)
+            lam_draw = rng.beta(self.cutmix_alpha, self.cutmix_alpha, units)
+        mixed = rng.random(units) < self.mix_prob
+        lam = np.where(mixed, lam_draw.astype(np.float32), np.float32(1.0))
         use_cutmix = use_cutmix & (lam < 1.0)  # timm only touches units whose lam is not 1
+        boxes = np.zeros((units, 4), dtype=np.int64)
         count = int(use_cutmix.sum())
         if count:
-            lam_cut = lam[use_cutmix].numpy()
+            lam_cut = lam[use_cutmix]
             if not self._PER_UNIT[self.mode]:
                 lam_cut = lam_cut.astype(np.float64)  # timm's per-batch lam is a Python float
-            (y1, y2, x1, x2), corrected = self._draw_boxes(lam_cut, height, width, count)
-            boxes[use_cutmix] = torch.from_numpy(np.stack([y1, y2, x1, x2], axis=1).astype(np.int64))
-            lam[use_cutmix] = torch.from_numpy(np.asarray(corrected, dtype=np.float32))
-        return TimmMixParams(lam, use_cutmix, boxes)
+            (y1, y2, x1, x2), corrected = self._draw_boxes(lam_cut, height, width, count, rng)
+            boxes[use_cutmix] = np.stack([y1, y2, x1, x2], axis=1)
+            lam[use_cutmix] = np.asarray(corrected, dtype=np.float32)
+        return TimmMixParams._drawn(lam, use_cutmix, boxes)
 
-    def _draw_boxes(self, lam: np.ndarray, height: int, width: int, count: int):
+    def _draw_boxes(self, lam: np.ndarray, height: int, width: int, count: int, rng: np.random.Generator):
         shape = (height, width)
         if self.cutmix_minmax is not None:
             lo, hi = self.cutmix_minmax
@@ -330,8 +346,8 @@ class Mixup:
                                      f"{int(size * hi)}")
             return cutmix_bbox_and_lam(shape, lam, self.cutmix_minmax, self.correct_lam, count=count,
                                        generator=self.generator)
-        cy = _randint(0, height, count, self.generator)
-        cx = _randint(0, width, count, self.generator)
+        cy = rng.integers(0, height, count)
+        cx = rng.integers(0, width, count)
         box = bbox_at(shape, lam, cy, cx)
         if not self.correct_lam:
             return box, lam
@@ -409,7 +425,7 @@ def _mix(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor, use_cutmix: tor
     pasted = dispatch.box_paste(x, perm, torch.where(use_cutmix[:, None], boxes, 0))
     if blended is None:
         return pasted
-    return torch.where(use_cutmix.to(x.device).view(-1, 1, 1, 1), pasted, blended)
+    return torch.where(dispatch.to_device(use_cutmix, x.device).view(-1, 1, 1, 1), pasted, blended)
 
 
 # ---- FastCollateMixup ---------------------------------------------------------------------------
@@ -429,14 +445,25 @@ class FastCollateMixup(Mixup):
     here is copied into every worker, which would then draw the same parameters: give each
     worker its own in a `worker_init_fn` (`collate.generator = torch.Generator().manual_seed(...)`).
 
-    Speed: the batch is stacked once; pasted boxes are copied straight from the partner samples;
-    blended samples go through `fastmix.dispatch.mixup_blend` when the CPU has a fused backend
-    (numba, the `cpu` extra), else through a per-sample float32 blend that stays in cache (the
-    same arithmetic as the PyTorch path, bit for bit). In 'half' mode the fused kernel blends the
-    B stacked samples and keeps B/2, where timm blends only B/2.
+    Speed: with numba (the `cpu` extra) one fused kernel (fastmix.backends.numba.collate) writes
+    each returned row once, straight from the samples (no intermediate stack; B/2 rows in
+    'half' mode). Without it (or `backend="pytorch"`, keyword only, not in timm) the batch is
+    stacked once, pasted boxes are copied from the partner samples and blended samples go
+    through a per-sample float32 blend that stays in cache. Both give timm's bytes exactly.
     """
 
     _PER_UNIT = {"batch": False, "half": True, "elem": True, "pair": True}  # 'half': B/2 per-sample draws
+
+    def __init__(self, mixup_alpha=1., cutmix_alpha=0., cutmix_minmax=None, prob=1.0, switch_prob=0.5,
+                 mode='batch', correct_lam=True, label_smoothing=0.1, num_classes=1000, multi_label=False, *,
+                 generator: torch.Generator | None = None, backend: str = "auto"):
+        super().__init__(mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, correct_lam,
+                         label_smoothing, num_classes, multi_label, generator=generator)
+        if backend not in ("auto", "numba", "pytorch"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'pytorch', got {backend!r}")
+        if backend == "numba" and not _numba_available():
+            raise RuntimeError("backend='numba' needs numba (pip install fastmix[cpu]); it is not available")
+        self.backend = backend
 
     def __call__(self, batch, _=None, *, params: TimmMixParams | None = None):
         images, targets = _split_samples(batch)
@@ -446,7 +473,10 @@ class FastCollateMixup(Mixup):
         self.last_params = params
         lam, use_cutmix, boxes = self._per_sample(params, size)
         rows = size // 2 if self.mode == "half" else size
-        output = _collate_mix(images, rows, lam, use_cutmix, boxes)
+        if self.backend != "pytorch" and _numba_available():
+            output = _collate_mix_fused(images, rows, lam, use_cutmix, boxes)
+        else:
+            output = _collate_mix(images, rows, lam, use_cutmix, boxes)
         target = self._targets(torch.utils.data.default_collate(targets), params, lam)
         return output, target[:rows]
 
@@ -482,29 +512,36 @@ def _split_samples(batch):
     return images, targets
 
 
-def _fused_cpu_blend() -> bool:
-    """True when dispatch runs CPU uint8 -> uint8 blends on a fused kernel (numba), not the PyTorch path."""
-    return dispatch.resolve("auto", torch.empty(0, dtype=torch.uint8), (torch.uint8, torch.uint8)) != "pytorch"
+def _numba_available() -> bool:
+    from ..backends import numba as numba_backend
+    return numba_backend.available()
+
+
+def _collate_mix_fused(images: list, rows: int, lam: torch.Tensor, use_cutmix: torch.Tensor,
+                       boxes: torch.Tensor) -> torch.Tensor:
+    """`_collate_mix` in one numba pass: each returned row written once from the samples."""
+    from ..backends.numba import collate
+
+    lam, use_cutmix = lam[:rows].numpy(), use_cutmix[:rows].numpy()
+    kind = np.where(use_cutmix, collate.PASTE, np.where(lam < 1.0, collate.BLEND, collate.COPY)).astype(np.int8)
+    weight = lam.astype(np.float32)
+    return torch.from_numpy(collate.collate_mix(images, rows, kind, weight, np.float32(1.0) - weight,
+                                                boxes[:rows].numpy()))
 
 
 def _collate_mix(images: list, rows: int, lam: torch.Tensor, use_cutmix: torch.Tensor,
                  boxes: torch.Tensor) -> torch.Tensor:
     """uint8 [rows, C, H, W]: row i mixed with sample B-1-i by lam[i] / use_cutmix[i] / boxes[i].
 
-    Reads the samples only and writes a fresh output: one stack (a copy), then blends and pastes
-    whose sources are the untouched samples."""
+    Reads the samples only and writes a fresh output: one stack (a copy) of the returned rows,
+    then blends and pastes whose sources are the untouched samples."""
     size = len(images)
     blend = (~use_cutmix) & (lam < 1.0)  # rows >= `rows` have lam 1 ('half')
     blend_rows = blend[:rows].nonzero().flatten().tolist()
     cut_rows = use_cutmix[:rows].nonzero().flatten().tolist()
-    if blend_rows and _fused_cpu_blend():
-        flip = torch.arange(size - 1, -1, -1)
-        output = dispatch.mixup_blend(_stack(images), flip, torch.where(blend, lam, 1.0))
-        output = output if rows == size else output[:rows].clone()
-    else:
-        output = _stack(images[:rows])
-        if blend_rows:
-            _blend_rows(output, images, blend_rows, lam)
+    output = _stack(images[:rows])
+    if blend_rows:
+        _blend_rows(output, images, blend_rows, lam)
     if cut_rows:
         out = output.numpy()  # NumPy slicing: a fraction of torch indexing's per-call cost
         box_list = boxes.tolist()

@@ -47,11 +47,12 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .. import params as draws
+from ..dispatch import to_device
 from .._checks import check_images
 from ..gradient_saliency import saliency as gradient_saliency
 from ..operators.boxes import cutmix
 from ..operators.mixup import mixup
-from ..operators.sage import sage_mix
+from ..operators.sage import DEFAULT_UPPER_LAMBDA, sage_mix
 from ..result import MixResult
 
 
@@ -298,7 +299,7 @@ class MixUp(_BetaLam):
         return {"lam": lam}
 
     def _mix_images(self, images, labels, state):
-        return mixup(images, lam=state["lam"], perm=roll_pairing(images.shape[0]).to(images.device))
+        return mixup(images, lam=state["lam"], perm=to_device(roll_pairing(images.shape[0]), images.device))
 
 
 class CutMix(_BetaLam):
@@ -332,7 +333,7 @@ class CutMix(_BetaLam):
 
     def _mix_images(self, images, labels, state):
         return cutmix(images, boxes=torch.tensor(state["box"]),
-                      perm=roll_pairing(images.shape[0]).to(images.device))
+                      perm=to_device(roll_pairing(images.shape[0]), images.device))
 
 
 class SageMix(_BatchTransform):
@@ -343,7 +344,8 @@ class SageMix(_BatchTransform):
     mode are left as they were), unless `grad=` or `saliency=` is given to the call. For SAGE's
     full training step, where the clean-pass gradient also updates the model, use
     `fastmix.training.sage_step`. Pairing is a random permutation, as in SAGE. The SAGE options
-    are those of `fastmix.sage_mix`; `params` may inject its `perm`, `mass` and `shifts`. The
+    and their defaults are those of `fastmix.sage_mix` and `fastmix.SageMix` (upper_lambda 0.6,
+    search "auto"); `params` may inject its `perm`, `mass` and `shifts`. The
     sample must hold one image batch (a 4-D Image or pure tensor).
     """
 
@@ -351,8 +353,9 @@ class SageMix(_BatchTransform):
     _labels_after_images = True
 
     def __init__(self, *, model: torch.nn.Module | None = None, num_classes: int | None = None,
-                 alpha: float = 1.0, upper_lambda: float = 1.0, rand_pos: float = 0.01, kernel_size: int = 5,
-                 sigma: float = 1.0, search: str = "random", loss: str = "bce", labels_getter="default",
+                 alpha: float = 1.0, upper_lambda: float = DEFAULT_UPPER_LAMBDA, rand_pos: float = 0.01,
+                 kernel_size: int = 5, sigma: float = 1.0, search: str = "auto", loss: str = "bce",
+                 labels_getter="default",
                  generator: torch.Generator | None = None):
         super().__init__(num_classes=num_classes, labels_getter=labels_getter, generator=generator)
         if model is not None and not isinstance(model, torch.nn.Module):

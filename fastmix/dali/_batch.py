@@ -1,9 +1,10 @@
 """DALI per-sample tensors <-> the [B, C, H, W] batches and [B] parameters fastmix's operators take.
 
 DALI hands a python operator one tensor per sample; the layout is known from the graph (see
-layouts.py) and, on the CPU, checked against the images' "layout" property at run time. HWC samples become a channels_last NCHW
-view of their stack, CHW samples a contiguous one; fastmix keeps the memory format, so the
-mixed batch converts back to the input's layout without another copy.
+layouts.py) and, on the CPU, checked against the images' "layout" property at run time. HWC
+samples become a channels_last NCHW view of the batch, CHW samples a contiguous one (a view of
+DALI's buffer when the samples lie back to back, else a stack); fastmix keeps the memory format,
+so the mixed batch converts back to the input's layout without another copy.
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import ctypes
 from dataclasses import dataclass
 
 import torch
-
-LAYOUTS = ("HWC", "CHW")
 
 
 def check_declared_layout(layout_samples: list[torch.Tensor], declared: str, operator: str) -> None:
@@ -94,18 +93,6 @@ def host_vector(samples: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor
     """Per-sample scalars as a CPU [B] tensor: the operators validate and place parameters on the
     host. On the GPU this is one small read, ordered on DALI's stream (no device-wide sync)."""
     return torch.stack([s.reshape(()) for s in samples]).to(device="cpu", dtype=dtype)
-
-
-def stack_labels(samples: list[torch.Tensor], operator: str) -> torch.Tensor:
-    """Integer class ids (per sample a scalar or [1], as fn.readers.file gives) -> [B] int64;
-    soft labels (per sample float [C]) -> [B, C] float32."""
-    if all(s.numel() == 1 and not s.dtype.is_floating_point for s in samples):
-        return torch.stack([s.reshape(()) for s in samples]).long()
-    if all(s.dim() == 1 and s.dtype.is_floating_point for s in samples):
-        check_uniform(samples, operator, "soft label")
-        return torch.stack(samples).float()
-    raise ValueError(f"{operator}: labels must be one integer class id per sample (shape [] or [1]) or one "
-                     f"float vector [num_classes] per sample; got {[(tuple(s.shape), str(s.dtype)) for s in samples]}")
 
 
 def stack_saliency(samples: list[torch.Tensor], images: ImageBatch, operator: str) -> torch.Tensor:

@@ -31,7 +31,7 @@ from ..operators import boxes as box_ops
 from ..operators import sage as sage_ops
 from ..params import box_from_lam
 from ..result import MixResult
-from . import draws, native, numba_ops
+from . import draws, native, numba_ops, numba_saliency
 from ._batch import ImageBatch, check_declared_layout, host_vector, stack_saliency
 from ._bridge import call_torch, node_device, pipeline_device
 from .layouts import declare, declare_dtype, infer_dtype, infer_layout, resolve_layout
@@ -126,7 +126,7 @@ def cutmix(images, labels=None, *, alpha: float = 1.0, per_sample: bool = False,
     perm = draws.partner_permutation(no_fixed_points)
     height, width = native.image_height_width(images, image_layout)
     box = native.cutmix_box(native.lam_draw(alpha, per_sample), height, width, per_sample)
-    mixed = native.paste_box(images, fn_permute(images, perm), box, height, width, image_layout)
+    mixed = native.paste_box(images, lambda: fn_permute(images, perm), box, height, width, image_layout)
     lam = native.area_lam(box, height, width)
     return MixNodes(images=declare(mixed, image_layout), lam=lam, perm=_int64(perm), boxes=native.stack_box(box),
                     targets=_mix_targets(labels, perm, lam, num_classes, label_smoothing, operator))
@@ -240,12 +240,17 @@ def _sage_batch(images, perm, seed, mass=None, saliency=None, layout_samples=Non
     if maps is None:
         maps = box_ops.image_saliency(batch.nchw, value_range)
     mass_t = None
-    if mass is not None:
-        values = host_vector(mass, torch.float32)
+    if mass is not None:  # used where the images are: no host read on the GPU
+        values = _device_vector(mass, torch.float32)
         mass_t = (values if per_sample_mass else values[0]) * upper_lambda
-    generator = torch.Generator().manual_seed(int(host_vector(seed, torch.int64)[0]))
+    generator = None
+    height, width = batch.nchw.shape[2:]
+    if sage_ops.resolve_search(sage_options["search"], height, width) == "random":
+        # the candidate shifts are drawn without replacement on the host (DALI has no such draw)
+        generator = torch.Generator().manual_seed(int(host_vector(seed, torch.int64)[0]))
+    # perm stays where it is: fastmix.sage_mix checks a device perm with a device-side assert
     result = sage_ops.sage_mix(batch.nchw, saliency=maps, alpha=alpha, upper_lambda=upper_lambda, mass=mass_t,
-                               perm=host_vector(perm, torch.int64), per_sample_mass=per_sample_mass,
+                               perm=_device_vector(perm, torch.int64), per_sample_mass=per_sample_mass,
                                generator=generator, **sage_options)
     return _outputs(result, batch.to_layout)
 
@@ -270,9 +275,12 @@ def _build(compute, images, layout, inputs: dict, output_names: tuple, labels, t
     return MixNodes(**outputs, targets=targets)
 
 
+SALIENCYMIX_IMPLS = ("auto", "numba", "python")
+
+
 def saliencymix(images, labels=None, *, saliency=None, alpha: float = 1.0, per_sample: bool = False,
                 no_fixed_points: bool = False, value_range=None, num_classes: int | None = None,
-                label_smoothing: float = 0.0, layout: str | None = None) -> MixNodes:
+                label_smoothing: float = 0.0, layout: str | None = None, impl: str = "auto") -> MixNodes:
     """SaliencyMix inside a DALI pipeline: paste the partner's most salient box (see ``fastmix.saliencymix``).
 
     The saliency is fastmix's fine-grained saliency of the images themselves (model-free, computed
@@ -280,16 +288,49 @@ def saliencymix(images, labels=None, *, saliency=None, alpha: float = 1.0, per_s
     sample. Float images are mapped to uint8 for the saliency through ``value_range``; the default
     None stretches each image's min..max (DALI float images are usually mean/std normalised).
     perm: ``fn.batch_permutation``; lam: ``fn.random.beta`` (the first sample's for the batch
-    unless ``per_sample``). On the GPU, perm and lam are consumed on the device: the operator
-    never waits for the GPU. Outputs: images, lam, perm, boxes[, targets].
+    unless ``per_sample``). ``impl``: ``"numba"`` finds the saliency peaks with a compiled kernel
+    in DALI's ``numba_function`` (CPU, uint8 images, model-free saliency) and pastes with DALI
+    operators, all without the GIL; ``"python"`` runs fastmix's kernels in one python function
+    (any dtype, a saliency input, the GPU: there perm and lam are consumed on the device and the
+    operator never waits for the GPU); ``"auto"`` takes numba where it applies. Both give the
+    same batches for the same seed. Outputs: images, lam, perm, boxes[, targets].
     """
     operator = "fastmix.dali.saliencymix"
     native.check_alpha(alpha, operator)
+    if impl not in SALIENCYMIX_IMPLS:
+        raise ValueError(f"{operator}: impl must be one of {SALIENCYMIX_IMPLS}, got {impl!r}")
+    if impl != "python":
+        device = pipeline_device(images)
+        dtype = infer_dtype(images)
+        usable = (device == "cpu" and saliency is None and dtype == types.UINT8 and numba_ops.available())
+        if impl == "numba" and not usable:
+            raise ValueError(f"{operator}: impl='numba' needs model-free saliency (no saliency input) of CPU uint8 "
+                             f"images whose dtype the graph tells (got {dtype}) and numba installed "
+                             f"(available: {numba_ops.available()}); use impl='python'")
+        if usable:
+            return _saliencymix_numba(images, labels, alpha, per_sample, no_fixed_points, num_classes,
+                                      label_smoothing, layout, operator)
     compute = partial(_saliencymix_batch, per_sample=per_sample, value_range=value_range)
     inputs = {"perm": draws.partner_permutation(no_fixed_points), "lam": native.lam_draw(alpha, per_sample),
               "saliency": saliency}
     return _build(compute, images, layout, inputs, ("images", "lam", "perm", "boxes"), labels,
                   (num_classes, label_smoothing), operator)
+
+
+def _saliencymix_numba(images, labels, alpha, per_sample, no_fixed_points, num_classes, label_smoothing, layout,
+                       operator) -> MixNodes:
+    _check_labels_node(labels, operator)
+    image_layout = resolve_layout(images, layout, operator)
+    perm = draws.partner_permutation(no_fixed_points)  # drawn in the python path's order: same batches
+    lam = native.lam_draw(alpha, per_sample)
+    peaks = numba_saliency.partner_peaks(images, perm, image_layout, per_sample)
+    height, width = native.image_height_width(images, image_layout)
+    box = native.box_from_lam(lam, height, width, peaks[0], peaks[1])
+    ids = fn.stack(fn.cast(peaks[2], dtype=types.INT32), fn.cast(perm, dtype=types.INT32))
+    mixed = native.paste_box(images, lambda: fn_permute(images, perm), box, height, width, image_layout, ids=ids)
+    area_lam = native.area_lam(box, height, width)
+    return MixNodes(images=declare(mixed, image_layout), lam=area_lam, perm=_int64(perm), boxes=native.stack_box(box),
+                    targets=_mix_targets(labels, perm, area_lam, num_classes, label_smoothing, operator))
 
 
 def sage_mix(images, labels=None, *, saliency=None, alpha: float = 1.0, upper_lambda: float = 1.0,

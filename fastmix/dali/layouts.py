@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import weakref
 
+from nvidia.dali import types
 from nvidia.dali.data_node import DataNode
 from nvidia.dali.pipeline import do_not_convert
 
@@ -77,6 +78,19 @@ def _transposed(layout: str | None, args: dict) -> str | None:
     return "".join(layout[i] for i in perm) if sorted(perm) == list(range(len(layout))) else None
 
 
+def _producer(node: DataNode):
+    """(operator, its recorded arguments, name, module, DataNode inputs) of the operator that made
+    `node`, or None for a DALI version that records operators differently (then: unknown)."""
+    try:
+        source = node.source
+        operator = source._op
+        args = dict(operator._init_args)
+        inputs = [i for i in source._inputs if isinstance(i, DataNode)]
+    except AttributeError:
+        return None
+    return operator, args, args.get("_display_name") or type(operator).__name__, args.get("_module", ""), inputs
+
+
 @do_not_convert  # it only reads the graph; AutoGraph's rewriting would split the nodes it visits
 def infer_layout(node: DataNode, depth: int = 0) -> str | None:
     """The layout string of `node` from the graph, or None when the graph does not say."""
@@ -85,17 +99,10 @@ def infer_layout(node: DataNode, depth: int = 0) -> str | None:
         return declared[1]
     if getattr(node, "layout", None):  # where DALI infers layouts itself
         return node.layout
-    if depth > 64:
+    producer = _producer(node) if depth <= 64 else None
+    if producer is None:
         return None
-    try:
-        source = node.source
-        operator = source._op
-        args = dict(operator._init_args)
-        name = args.get("_display_name") or type(operator).__name__
-        module = args.get("_module", "")
-        inputs = [i for i in source._inputs if isinstance(i, DataNode)]
-    except AttributeError:  # a DALI version that records operators differently
-        return None
+    operator, args, name, module, inputs = producer
     layout_arg = args.get("layout") or getattr(operator, "_layout", None)
     if name == "external_source" or name in ("zeros", "ones", "full", "constant"):
         return layout_arg or None
@@ -147,11 +154,10 @@ def resolve_layout(images: DataNode, layout: str | None, operator: str, allowed=
 
 
 def _producer_name(node: DataNode) -> str:
-    try:
-        args = node.source._op._init_args
-        return f"{args.get('_module', 'nvidia.dali.fn')}.{args.get('_display_name')}"
-    except AttributeError:
+    producer = _producer(node)
+    if producer is None:
         return "an operator fastmix does not know"
+    return f"{producer[3] or 'nvidia.dali.fn'}.{producer[2]}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,19 +185,10 @@ def infer_dtype(node: DataNode, depth: int = 0):
         return declared[2]
     if getattr(node, "dtype", None) is not None:
         return node.dtype
-    if depth > 64:
+    producer = _producer(node) if depth <= 64 else None
+    if producer is None:
         return None
-    try:
-        from nvidia.dali import types
-
-        source = node.source
-        operator = source._op
-        args = dict(operator._init_args)
-        name = args.get("_display_name") or type(operator).__name__
-        module = args.get("_module", "")
-        inputs = [i for i in source._inputs if isinstance(i, DataNode)]
-    except AttributeError:
-        return None
+    operator, args, name, module, inputs = producer
     explicit = args.get("dtype")
     if module.endswith(".readers") and name in ("file", "File", "coco", "COCO"):
         labels_index = 1 if name.lower() == "file" else 2

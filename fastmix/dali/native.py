@@ -91,12 +91,17 @@ def blend(images: DataNode, partner: DataNode, lam: DataNode) -> DataNode:
     return fn.cast_like(mixed, images)
 
 
-def paste_box(images: DataNode, partner: DataNode, box, height, width, layout: str) -> DataNode:
-    """images with the box (y1, y2, x1, x2) taken from partner; `layout` HWC or CHW."""
+def paste_box(images: DataNode, partner, box, height, width, layout: str, ids: DataNode | None = None) -> DataNode:
+    """images with the box (y1, y2, x1, x2) taken from partner (a callable giving the permuted
+    batch, called only when needed); `layout` HWC or CHW. With `ids` (int [2] per sample: its own
+    index and its partner's), HWC images are pasted from the one batch without permuting it."""
     y1, y2, x1, x2 = box
     zero = fn.cast(height * 0, dtype=types.INT32)
     anchors = fn.stack(fn.stack(zero, zero), fn.cast(fn.stack(y1, x1), dtype=types.INT32))
     shapes = fn.cast(fn.stack(fn.stack(height, width), fn.stack(y2 - y1, x2 - x1)), dtype=types.INT32)
+    if layout == "HWC" and ids is not None:
+        return fn.multi_paste(images, in_ids=ids, in_anchors=anchors, out_anchors=anchors, shapes=shapes)
+    partner = partner()
     if layout == "HWC":
         return fn.multi_paste(images, partner, in_anchors=anchors, out_anchors=anchors, shapes=shapes)
     # CHW: fn.multi_paste takes HWC only (and its FHWC path fails on the CPU in DALI 2.4), so the
@@ -139,12 +144,18 @@ def lam_draw(alpha: float, per_sample: bool) -> DataNode:
 def cutmix_box(lam: DataNode, height, width, per_sample: bool) -> tuple:
     """Official CutMix geometry (fastmix.params.box_from_lam): cut = floor(size * sqrt(1 - lam))
     in float64, a uniform integer centre, half-extent cut // 2 each way, clipped."""
-    ratio = dmath.sqrt(1.0 - fn.cast(lam, dtype=types.FLOAT64))
-    cut_h = fn.cast(dmath.floor(height * ratio), dtype=types.INT64)
-    cut_w = fn.cast(dmath.floor(width * ratio), dtype=types.INT64)
     cy, cx = uniform_index(height), uniform_index(width)
     if not per_sample:
         cy, cx = first_sample(cy), first_sample(cx)
+    return box_from_lam(lam, height, width, cy, cx)
+
+
+def box_from_lam(lam: DataNode, height, width, cy, cx) -> tuple:
+    """fastmix.params.box_from_lam in DALI arithmetic: cut = floor(size * sqrt(1 - lam)) in
+    float64, half-extent cut // 2 around the integer centre (cy, cx), clipped."""
+    ratio = dmath.sqrt(1.0 - fn.cast(lam, dtype=types.FLOAT64))
+    cut_h = fn.cast(dmath.floor(height * ratio), dtype=types.INT64)
+    cut_w = fn.cast(dmath.floor(width * ratio), dtype=types.INT64)
     return box_around(cy, cx, cut_h // 2, cut_w // 2, height, width)
 
 

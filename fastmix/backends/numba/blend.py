@@ -108,7 +108,7 @@ def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float, out_dtype:
     """Inside sample i's half-open box `value` (converted to out_dtype as torch.tensor does)."""
     out_dtype = images.dtype if out_dtype is None else out_dtype
     x, out, channels_last = _like(images, out_dtype, out)
-    fill = torch.tensor([value], dtype=out_dtype).numpy()
+    fill = torch.full((1,), value, dtype=out_dtype).numpy()  # converted as the PyTorch path converts it
     if out.numel():
         with kernel_call():
             _kernels.box_fill(_rows(x, channels_last), boxes.contiguous().numpy(), fill, images.shape[2],

@@ -65,9 +65,29 @@ def instance_boxes_areas(masks: torch.Tensor):
     return boxes, areas
 
 
+def _row_ranges(masks: torch.Tensor) -> torch.Tensor:
+    """int64 [B, N, 2]: rows [y1, y2) that may hold pixels of each mask [B, N, H, W]. When the
+    masks are a slice of a mask batch whose boxes a kernel kept (the jittered masks: receiving
+    and pasted halves), those boxes bound them; otherwise every row."""
+    batch, slots, height, _ = masks.shape
+    base = masks._base
+    known = _recall(base) if base is not None and base.dim() == 4 and base.shape[1:] == masks.shape[1:] else None
+    if known is not None and masks.is_contiguous() and base.is_contiguous():
+        per_view = slots * masks.shape[2] * masks.shape[3]
+        first, remainder = divmod(masks.storage_offset() - base.storage_offset(), per_view)
+        if remainder == 0 and 0 <= first and first + batch <= base.shape[0]:
+            boxes, areas = known[0][first:first + batch], known[1][first:first + batch]
+            rows = boxes[..., 1::2].long()  # (y1, y2)
+            return torch.where((areas > 0)[..., None], rows, 0).contiguous()
+    rows = torch.zeros(batch, slots, 2, dtype=torch.int64)
+    rows[..., 1] = height
+    return rows
+
+
 def occlusion_update(receiving_masks: torch.Tensor, pasted_masks: torch.Tensor):
     """(alpha bool [B, H, W] = union of the pasted masks, receiving masks minus alpha [B, N, H, W]).
-    The boxes and areas of the second come out of the same pass (see `instance_boxes_areas`)."""
+    The boxes and areas of the second come out of the same pass (see `instance_boxes_areas`);
+    only the rows of each mask's known box are read."""
     batch, slots, height, width = receiving_masks.shape
     alpha = torch.empty(batch, height, width, dtype=torch.bool)
     updated = _zero_bool(batch, slots, height, width)
@@ -76,6 +96,7 @@ def occlusion_update(receiving_masks: torch.Tensor, pasted_masks: torch.Tensor):
     if alpha.numel():
         with kernel_call():
             _kernels.occlusion_boxes(_as_bytes(receiving_masks).numpy(), _as_bytes(pasted_masks).numpy(),
+                                     _row_ranges(receiving_masks).numpy(), _row_ranges(pasted_masks).numpy(),
                                      alpha.view(torch.uint8).numpy(), updated.view(torch.uint8).numpy(),
                                      boxes.view(-1, 4).numpy(), areas.view(-1).numpy())
     else:

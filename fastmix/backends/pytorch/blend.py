@@ -45,18 +45,22 @@ def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def shared_box(boxes: torch.Tensor):
+def shared_box(boxes: torch.Tensor, height: int, width: int):
     """(y1, y2, x1, x2) when every sample has the same box and `boxes` lives on the CPU (the
     per-batch mode of CutMix / SaliencyMix / CutOut), else None. Checked only on the CPU, where
-    it costs no device synchronisation."""
+    it costs no device synchronisation. The box is clipped to the frame as the masked path and
+    the kernels clip it: a negative start must not become a Python slice from the end."""
     if boxes.device.type != "cpu" or boxes.shape[0] == 0 or not bool((boxes == boxes[:1]).all()):
         return None
-    return tuple(int(v) for v in boxes[0])
+    y1, y2, x1, x2 = (int(v) for v in boxes[0])
+    y1, y2 = min(max(y1, 0), height), min(max(y2, 0), height)
+    x1, x2 = min(max(x1, 0), width), min(max(x2, 0), width)
+    return y1, max(y1, y2), x1, max(x1, x2)
 
 
 def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Inside sample i's box, copy the pixels of sample perm[i]; elsewhere keep sample i."""
-    box = shared_box(boxes)
+    box = shared_box(boxes, images.shape[2], images.shape[3])
     perm = perm.to(images.device)
     if box is not None:  # one box: copy the batch, then only the box's pixels of the partners
         y1, y2, x1, x2 = box
@@ -70,7 +74,7 @@ def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor) -> 
 def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float) -> torch.Tensor:
     """Inside sample i's box, write `value` (CutOut)."""
     fill = torch.full((), value, dtype=images.dtype, device=images.device)  # no host-to-device copy
-    box = shared_box(boxes)
+    box = shared_box(boxes, images.shape[2], images.shape[3])
     if box is not None:
         y1, y2, x1, x2 = box
         out = images.clone()

@@ -324,7 +324,8 @@ def summarise(variants, uses, errors, results, capabilities, kernels, seconds) -
     uncompiled = sorted(set(kernels) - {v.kernel for v in variants})
     import triton
 
-    return {"triton": triton.__version__, "capabilities": list(capabilities), "cases": sum(len(u) for u in uses.values()),
+    return {"triton": triton.__version__, "capabilities": list(capabilities),
+            "cases": sum(len(u) for u in uses.values()),
             "variants": len(variants), "compiles": len(results), "seconds": round(seconds, 1),
             "kernels": per_kernel, "failures": failures, "launch_errors": errors,
             "kernels_never_launched": uncompiled,
@@ -358,24 +359,30 @@ def markdown(summary: dict) -> str:
         f"{summary['variants']} distinct variants, each compiled to cubin for "
         f"{', '.join(f'sm_{c}' for c in caps)} ({summary['compiles']} compiles in {summary['seconds']} s with "
         f"{summary.get('jobs', '?')} processes on {summary.get('cpus', '?')} CPUs, "
-        f"{'a cold Triton cache' if not summary.get('cache_entries_before') else 'a warm Triton cache (times are cache hits)'}). "
-        "Registers per thread, local memory (spills) and shared memory per block, from cuobjdump of the "
+        + ("a warm Triton cache: times are cache hits). " if summary.get("cache_entries_before")
+           else "a cold Triton cache). ")
+        + "Registers per thread, local memory (spills) and shared memory per block, from cuobjdump of the "
         "cubin; min-max over the variants of each kernel. Variants differ in dtypes, layout flags, block size, "
         "warps and Triton's specialisation of pointers and sizes (16-byte alignment, value 1). Shared memory "
         "is the scratch Triton allocates for block reductions.",
         "",
-        "| kernel | arithmetic | module | variants | " + " | ".join(f"sm_{c} regs | sm_{c} spill B | sm_{c} smem B" for c in caps)
+        "| kernel | arithmetic | module | variants | "
+        + " | ".join(f"sm_{c} regs | sm_{c} spill B | sm_{c} smem B" for c in caps)
         + " | failed |",
         "|---|---|---|---|" + "---|---|---|" * len(caps) + "---|",
     ]
 
     def span(values):
-        return "-" if not values else (str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}")
+        if not values:
+            return "-"
+        return str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
     for kernel, entry in sorted(summary["kernels"].items()):
         cells, failed = [], 0
         for c in caps:
-            cap = entry["caps"].get(c, {"regs": [], "local": [], "shared": [], "failed": 0})
+            # str(c): capabilities are string keys once the summary went through JSON
+            cap = entry["caps"].get(c) or entry["caps"].get(str(c)) or {"regs": [], "local": [], "shared": [],
+                                                                        "failed": 0}
             cells += [span(cap["regs"]), span(cap["local"]), span(cap["shared"])]
             failed += cap["failed"]
         name, precision = kernel.split(" ")
