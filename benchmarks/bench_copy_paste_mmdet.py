@@ -37,11 +37,11 @@ import statistics
 import sys
 import time
 import types
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from fastmix.bench.report import write_table_and_json
 from fastmix.copy_paste import copy_paste, draw_copy_paste_params
 
 from .bench_copy_paste import synthetic_batch
@@ -206,11 +206,7 @@ def main(argv=None):
     for r in rows:
         lines.append(f"| {r['mode']} | {r['fastmix_ms']:.0f} | {r['mmdet_ms']:.0f} | {r['speedup']:.2f}x | "
                      f"{r['fastmix_objects']} / {r['mmdet_objects']} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    write_table_and_json(args.out, lines, {"meta": meta, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import torch
 
 import fastmix
 from fastmix.backends.pytorch.sage import flat_to_shifts
+from fastmix.bench.report import write_table_and_json
 
 from .reference_sage import reference_sage
 
@@ -119,11 +120,7 @@ def main(argv=None):
                      f"{cell(ref / off if off and ref else None, '%.2f')} | {ours:.2f} | "
                      f"{cell(off / ours if off else None, '%.1fx')} | {r['fastmix_pytorch_ms']:.1f} | "
                      f"{r['fastmix_pytorch_ms'] / ours:.1f}x | {same} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print(f"wrote {out}")
+    write_table_and_json(args.out, lines, rows)
 
 
 if __name__ == "__main__":

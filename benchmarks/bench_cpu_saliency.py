@@ -14,13 +14,13 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from fastmix.backends.numba import saliency as numba_saliency
 from fastmix.backends.pytorch import fine_grained_saliency as torch_saliency
+from fastmix.bench.report import write_table_and_json
 
 
 def main(argv=None):
@@ -62,11 +62,7 @@ def main(argv=None):
     for name in ("opencv", "fastmix_numba", "fastmix_pytorch"):
         lines.append(f"| {name} | {med[name]:.1f} | {med['opencv'] / med[name]:.2f}x |")
     lines += ["", f"fastmix numba maps bit-identical to OpenCV's: {identical}"]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(row, indent=1))
-    print(f"wrote {out}")
+    write_table_and_json(args.out, lines, row)
 
 
 if __name__ == "__main__":

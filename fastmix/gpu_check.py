@@ -201,6 +201,18 @@ def _run_benchmark(step: Step, module: str, arguments: list[str], result: Path, 
     return code, results
 
 
+def _settle(step: Step, failed: bool, dry_run: bool, dry_note: str) -> Step:
+    """A benchmark step's status: failed, else passed, or skipped in a dry run (which measures
+    nothing: `dry_note` says so in the detail)."""
+    if failed:
+        step.status = "failed"
+    else:
+        step.status = "skipped" if dry_run else "passed"
+        if dry_run:
+            step.detail += dry_note
+    return step
+
+
 def step_kernels(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
     step = Step("kernels")
     work = out / ".kernels"
@@ -223,13 +235,8 @@ def step_kernels(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
     step.detail = (f"{len(results.get('rows', []))} rows, {len(failed_rows)} failed; targets: "
                    f"{sum(t['passed'] is True for t in step.targets)} met, {len(missed)} missed, "
                    f"{len(unmeasured)} not measured")
-    if code is None or code != 0 or failed_rows or missed or (not dry_run and unmeasured):
-        step.status = "failed"
-    else:
-        step.status = "skipped" if dry_run else "passed"
-        if dry_run:
-            step.detail += " (dry run: tiny sizes prove nothing about the targets)"
-    return step
+    return _settle(step, code != 0 or bool(failed_rows or missed) or (not dry_run and bool(unmeasured)), dry_run,
+                   " (dry run: tiny sizes prove nothing about the targets)")
 
 
 def step_copy_paste(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
@@ -256,13 +263,8 @@ def step_copy_paste(out: Path, logs: Path, dry_run: bool, limit: float) -> Step:
     step.detail = f"{len(rows)} rows; GPU speedup {'not measured' if speedup is None else f'{speedup:.1f}x'}"
     if mismatched:
         step.detail += f"; {len(mismatched)} rows differ from the reference"
-    if code != 0 or mismatched or (not dry_run and step.targets[0]["passed"] is not True):
-        step.status = "failed"
-    else:
-        step.status = "skipped" if dry_run else "passed"
-        if dry_run:
-            step.detail += " (dry run: CPU only, no target)"
-    return step
+    return _settle(step, code != 0 or bool(mismatched) or (not dry_run and step.targets[0]["passed"] is not True),
+                   dry_run, " (dry run: CPU only, no target)")
 
 
 def _copy_paste_rows(results) -> list[dict]:

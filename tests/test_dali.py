@@ -396,6 +396,29 @@ def test_mixup_impl_is_checked_and_auto_falls_back_to_dali_operators():
     assert out.layout() == "HWC" and np.array(out[0]).dtype == np.uint8
 
 
+def test_fastmix_disable_numba_turns_the_dali_numba_kernels_off(monkeypatch):
+    from fastmix.backends import numba as numba_backend
+    from fastmix.dali import numba_ops
+
+    @pipeline_def(batch_size=BATCH, num_threads=1, device_id=None, seed=1)
+    def pipe(impl):
+        x = fn.external_source(source=lambda: hwc_images(), batch=True, layout="HWC", dtype=types.UINT8)
+        return fmd.mixup(x, impl=impl).images
+
+    monkeypatch.setenv("FASTMIX_DISABLE_NUMBA", "1")
+    numba_backend.available.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"FASTMIX_DISABLE_NUMBA unset \(available: False\)"):
+            pipe("numba")
+        p = pipe("auto")  # DALI operators: the pipeline serializes (a numba_function would not)
+        p.build()
+        assert p.serialize()
+    finally:
+        monkeypatch.delenv("FASTMIX_DISABLE_NUMBA")
+        numba_backend.available.cache_clear()
+    assert numba_backend.available() == numba_ops.available()
+
+
 def test_sage_mix_above_64_pixels_searches_coarse_to_fine_without_a_generator():
     images = hwc_images(12, shapes=[(72, 80, 3)] * BATCH)
     (out,) = run(mix_pipeline(fmd.sage_mix, images, chw_float=True, per_sample_mass=True))

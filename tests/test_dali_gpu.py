@@ -137,16 +137,20 @@ def test_gpu_pipeline_of_dali_operators_serializes_and_gives_the_same_batches():
             assert all(torch.equal(u, v) for u, v in zip(samples(a), samples(b)))
 
 
-def test_saliencymix_on_the_gpu_never_waits_for_the_device():
-    """perm and lam are consumed on the device: a host synchronisation in the batch function
-    (a .cpu(), .item() or bool() of a CUDA tensor) raises under torch's sync debug mode."""
-    pipe = gpu_pipeline(fmd.saliencymix, per_sample=True)
+def run_without_a_sync(pipe):
+    """A few batches under torch's sync debug mode "error": a host synchronisation raises."""
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(ITERATIONS):
             pipe.run()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_saliencymix_on_the_gpu_never_waits_for_the_device():
+    """perm and lam are consumed on the device: a host synchronisation in the batch function
+    (a .cpu(), .item() or bool() of a CUDA tensor) raises under torch's sync debug mode."""
+    run_without_a_sync(gpu_pipeline(fmd.saliencymix, per_sample=True))
 
 
 def test_sage_mix_on_the_gpu_never_waits_for_the_device():
@@ -154,12 +158,7 @@ def test_sage_mix_on_the_gpu_never_waits_for_the_device():
     deterministic search no seed is read either, so the batch function never synchronises."""
     pipe = gpu_pipeline(fmd.sage_mix, float_chw=True, search="exhaustive")
     pipe.run()  # warm-up: kernels compile, pinned buffers are allocated
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(ITERATIONS):
-            pipe.run()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
+    run_without_a_sync(pipe)
 
 
 def run_plus_one(record):

@@ -20,6 +20,16 @@ OPERATOR_NAMES = {"mixup": "Mixup", "cutmix": "CutMix", "cutout": "CutOut", "sal
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+def write_table_and_json(out: str | Path, markdown_lines: list[str], data) -> Path:
+    """A side-by-side benchmark's two result files: `out` (markdown) and `out` with .json."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(markdown_lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    print(f"wrote {out}")
+    return out
+
+
 def fastmix_row(rows: list[dict], size: str, operator: str) -> dict | None:
     """The row that stands for fastmix: kernel path when timed, else the PyTorch path."""
     candidates = [r for r in rows if r["suite"] == "operators" and r["size"] == size and r["operator"] == operator

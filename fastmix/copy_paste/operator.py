@@ -218,29 +218,46 @@ def copy_paste(batch: InstanceBatch, *, output_size=None, scale_range=(0.1, 2.0)
     active = _host_to_device(torch.cat([slots_used, params.selected]), device)
 
     masks_in = batch.masks if batch.masks.dtype == torch.bool else batch.masks != 0
-    images_f = kernels.lsj_resample_images(batch.images, views, height, width)
-    masks_f = kernels.lsj_resample_masks(masks_in, views, active, height, width)
-    receiving_masks, pasted_masks = masks_f[:count], masks_f[count:]
+    # A backend with a fused mask step (numba) returns the output masks without the jittered
+    # and occluded mask batches below.
+    fused_masks = getattr(kernels, "paste_instance_masks", None)
+    fused = (fused_masks(masks_in, views, active, height, width, bbox_occluded_thr, mask_occluded_thr,
+                         batch.masks.dtype) if fused_masks is not None else None)
+    if fused is not None:
+        alpha_hard, kept, pasted, masks_list, boxes_after, pasted_boxes = fused
+    else:
+        masks_f = kernels.lsj_resample_masks(masks_in, views, active, height, width)
+        receiving_masks, pasted_masks = masks_f[:count], masks_f[count:]
 
-    # One pass gives the receiving boxes before the paste and the pasted objects' boxes.
-    boxes_jittered, areas_jittered = kernels.instance_boxes_areas(masks_f)
-    alpha_hard, updated = kernels.occlusion_update(receiving_masks, pasted_masks)
-    boxes_after, areas_after = kernels.instance_boxes_areas(updated)
-    kept = torch_kernels.receiving_keep(boxes_jittered[:count], boxes_after, areas_after, active[:count],
-                                        bbox_occluded_thr, mask_occluded_thr)
-    pasted = active[count:] & (areas_jittered[count:] > 0)
-    pasted_boxes = boxes_jittered[count:]
+        # One pass gives the receiving boxes before the paste and the pasted objects' boxes.
+        boxes_jittered, areas_jittered = kernels.instance_boxes_areas(masks_f)
+        alpha_hard, updated = kernels.occlusion_update(receiving_masks, pasted_masks)
+        boxes_after, areas_after = kernels.instance_boxes_areas(updated)
+        kept = torch_kernels.receiving_keep(boxes_jittered[:count], boxes_after, areas_after, active[:count],
+                                            bbox_occluded_thr, mask_occluded_thr)
+        pasted = active[count:] & (areas_jittered[count:] > 0)
+        pasted_boxes = boxes_jittered[count:]
 
     if blend == "hard":
         alpha = alpha_hard.to(torch.float32)
     else:
         alpha = torch_kernels.smooth_alpha(alpha_hard, blend_kernel_size, blend_sigma)
-    images = _to_dtype(kernels.copy_paste_blend(images_f[:count], images_f[count:], alpha), batch.images)
+    # A backend with a fused step (numba) resamples, blends and casts in one pass: no float32
+    # copy of the 2B views, no float blend of the batch.
+    paste_images = getattr(kernels, "lsj_paste_images", None)
+    images = paste_images(batch.images, views, alpha, height, width) if paste_images is not None else None
+    if images is None:
+        images_f = kernels.lsj_resample_images(batch.images, views, height, width)
+        images = _to_dtype(kernels.copy_paste_blend(images_f[:count], images_f[count:], alpha), batch.images)
 
     source_labels = batch.labels.index_select(0, _host_to_device(perm_t, device))
-    masks_list, boxes_list, labels_list = _gather_outputs(kept, pasted, (updated, boxes_after, batch.labels),
-                                                          (pasted_masks, pasted_boxes, source_labels))
-    if batch.masks.dtype != torch.bool:
-        masks_list = [m.to(batch.masks.dtype) for m in masks_list]
+    if fused is None:
+        masks_list, boxes_list, labels_list = _gather_outputs(kept, pasted, (updated, boxes_after, batch.labels),
+                                                              (pasted_masks, pasted_boxes, source_labels))
+        if batch.masks.dtype != torch.bool:
+            masks_list = [m.to(batch.masks.dtype) for m in masks_list]
+    else:
+        boxes_list, labels_list = _gather_outputs(kept, pasted, (boxes_after, batch.labels),
+                                                  (pasted_boxes, source_labels))
     return CopyPasteResult(images=images, masks=masks_list, boxes=boxes_list, labels=labels_list,
                            perm=_host_to_device(perm_t, device), params=params, alpha=alpha, kept=kept, pasted=pasted)

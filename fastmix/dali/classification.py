@@ -94,8 +94,8 @@ def mixup(images, labels=None, *, alpha: float = 1.0, per_sample: bool = False, 
         usable = device == "cpu" and dtype in (types.UINT8, types.FLOAT) and numba_ops.available()
         if impl == "numba" and not usable:
             raise ValueError(f"{operator}: impl='numba' needs CPU images of a dtype the graph tells (uint8 or "
-                             f"float32, got {dtype}) and numba installed (available: {numba_ops.available()}); "
-                             "use impl='dali'")
+                             f"float32, got {dtype}) and numba installed, FASTMIX_DISABLE_NUMBA unset (available: "
+                             f"{numba_ops.available()}); use impl='dali'")
         if usable:
             mixed = declare_dtype(numba_ops.mixup(images, perm, lam, dtype), dtype)
             if known:
@@ -305,8 +305,8 @@ def saliencymix(images, labels=None, *, saliency=None, alpha: float = 1.0, per_s
         usable = (device == "cpu" and saliency is None and dtype == types.UINT8 and numba_ops.available())
         if impl == "numba" and not usable:
             raise ValueError(f"{operator}: impl='numba' needs model-free saliency (no saliency input) of CPU uint8 "
-                             f"images whose dtype the graph tells (got {dtype}) and numba installed "
-                             f"(available: {numba_ops.available()}); use impl='python'")
+                             f"images whose dtype the graph tells (got {dtype}) and numba installed, "
+                             f"FASTMIX_DISABLE_NUMBA unset (available: {numba_ops.available()}); use impl='python'")
         if usable:
             return _saliencymix_numba(images, labels, alpha, per_sample, no_fixed_points, num_classes,
                                       label_smoothing, layout, operator)

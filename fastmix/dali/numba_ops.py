@@ -2,10 +2,12 @@
 
 DALI's own arithmetic gives Mixup bit-exactly, but on the CPU it costs a float32 pass and a
 separate cast pass over the batch (about two thirds of a decode + resize pipeline's CPU time at
-224 x 224). The kernel here does the blend, the rounding and the saturation in one pass, for the
-whole batch in one call (no ``fn.permute_batch`` copy of the partners), without the GIL, with
-the same float32 operations as fastmix's PyTorch path (``w * x + w1 * x[perm]``, w1 = 1 - w
-computed in float32; uint8: round half to even, saturate), so the images are bit-identical.
+224 x 224). The kernel here (the body of fastmix's numba Mixup kernels,
+fastmix.backends.numba._kernels.blend_u8 / blend_float) does the blend, the rounding and the
+saturation in one pass, for the whole batch in one call (no ``fn.permute_batch`` copy of the
+partners), without the GIL, with the same float32 operations as fastmix's PyTorch path
+(``w * x + w1 * x[perm]``, w1 = 1 - w computed in float32; uint8: round half to even,
+saturate), so the images are bit-identical.
 DALI compiles ``numba_function`` operators when the pipeline is built and cannot serialize them:
 pipelines that must serialize use ``impl="dali"``.
 
@@ -16,8 +18,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
-
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali.data_node import DataNode
@@ -25,52 +25,34 @@ from nvidia.dali.pipeline import do_not_convert
 
 
 def available() -> bool:
+    """fastmix's numba kernels are usable (numba imports, FASTMIX_DISABLE_NUMBA is not set) and
+    DALI's numba plugin imports."""
+    from ..backends import numba as numba_backend
+
+    if not numba_backend.available():
+        return False
     try:
-        import numba  # noqa: F401
         from nvidia.dali.plugin.numba.fn import numba_function  # noqa: F401
-    except Exception:  # numba missing or refusing the installed NumPy
+    except Exception:  # the plugin refusing the installed numba / NumPy
         return False
     return True
-
-
-def _kernels():
-    from numba import njit
-
-    zero, top = np.float32(0.0), np.float32(255.0)
-
-    @njit(nogil=True, cache=True)
-    def blend_u8(out, own, other, a, c):
-        o, x, y = out.reshape(-1), own.reshape(-1), other.reshape(-1)
-        for i in range(x.shape[0]):
-            value = np.rint(a * np.float32(x[i]) + c * np.float32(y[i]))
-            if value < zero:
-                value = zero
-            if value > top:
-                value = top
-            o[i] = np.uint8(value)
-
-    @njit(nogil=True, cache=True)
-    def blend_f32(out, own, other, a, c):
-        o, x, y = out.reshape(-1), own.reshape(-1), other.reshape(-1)
-        for i in range(x.shape[0]):
-            o[i] = a * x[i] + c * y[i]
-
-    return blend_u8, blend_f32
 
 
 @functools.lru_cache(maxsize=None)
 @do_not_convert  # DALI's AutoGraph must not rewrite the functions numba compiles
 def _run_functions():
-    """(run for uint8, run for float32, setup): batch-mode run functions for numba_function."""
-    blend_u8, blend_f32 = _kernels()
+    """(run for uint8, run for float32, setup): batch-mode run functions for numba_function,
+    one sample at a time through the body of fastmix's numba Mixup kernels."""
+    from ..backends.numba._kernels import blend_float, blend_u8
 
     def run_u8(outs, images, perm, w, w1, guard):
         for b in range(len(outs)):
-            blend_u8(outs[b], images[b], images[perm[b][0]], w[b][0], w1[b][0])
+            blend_u8(images[b].reshape(-1), images[perm[b][0]].reshape(-1), w[b][0], w1[b][0], outs[b].reshape(-1))
 
     def run_f32(outs, images, perm, w, w1, guard):
         for b in range(len(outs)):
-            blend_f32(outs[b], images[b], images[perm[b][0]], w[b][0], w1[b][0])
+            blend_float(images[b].reshape(-1), images[perm[b][0]].reshape(-1), w[b][0], w1[b][0],
+                        outs[b].reshape(-1))
 
     def setup(outs, ins):  # the output has the shape of the images
         for b in range(len(outs[0])):

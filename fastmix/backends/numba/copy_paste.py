@@ -3,6 +3,12 @@ oracle in fastmix/backends/pytorch/copy_paste.py, which defines them).
 
 The oracle's box step converts every mask pixel of every slot to int32 to sum it; here each
 mask is one pass of byte compares (masks stay bool), and the occlusion step is one fused pass.
+
+The operator prefers two fused steps where they apply: `lsj_paste_images` (resample, blend and
+cast of the output images in one pass: uint8 stays uint8, no float32 view batch) and
+`paste_instance_masks` (alpha, boxes, keep rule and output masks without the jittered and
+occluded mask batches, whose fresh pages cost more than the work). The single steps remain for
+the ops layer and as the tested building blocks.
 """
 from __future__ import annotations
 
@@ -177,12 +183,109 @@ def lsj_resample_masks(masks: torch.Tensor, views: torch.Tensor, active: torch.T
     return out
 
 
+def lsj_paste_images(images: torch.Tensor, views: torch.Tensor, alpha: torch.Tensor, out_height: int,
+                     out_width: int):
+    """The output images of the paste in one pass, or None for dtypes other than uint8 / float32:
+    the oracle's ``to_dtype(copy_paste_blend(V[:B], V[B:], alpha))`` with V the float32
+    ``lsj_resample_images(images, views, ...)`` of the 2B views (receiving views first), bit for
+    bit, without V or the float blend (uint8 images stay uint8 end to end). The input's memory
+    format is kept."""
+    from ..pytorch import copy_paste as oracle
+
+    if images.dtype not in IMAGE_DTYPES:
+        return None
+    batch = views.shape[0] // 2
+    rows0, rows1, wy, inside_y = oracle._bilinear_taps(views, out_height, "y")
+    cols0, cols1, wx, inside_x = oracle._bilinear_taps(views, out_width, "x")
+    start = cols0[:, :1]
+    plain = ((cols0 == start + torch.arange(out_width)).all(dim=1) & (wx == 0).all(dim=1) & inside_x.all(dim=1)
+             & (start[:, 0] + out_width <= images.shape[-1]) & (images.dtype == torch.uint8))
+    copy_cols = torch.where(plain, start[:, 0], -1).long().contiguous()
+    out = torch.empty((batch, images.shape[1], out_height, out_width), dtype=images.dtype)
+    if out.numel():
+        with kernel_call():
+            _kernels.lsj_paste_blend(images.contiguous().numpy(), views[:, oracle.VIEW_SOURCE].long().numpy(),
+                                     rows0.numpy(), rows1.numpy(), wy.contiguous().numpy(),
+                                     inside_y.view(torch.uint8).numpy(), cols0.numpy(), cols1.numpy(),
+                                     wx.contiguous().numpy(), inside_x.view(torch.uint8).numpy(), copy_cols.numpy(),
+                                     alpha.to(torch.float32).contiguous().numpy(),
+                                     images.dtype == torch.uint8, out.numpy())
+    if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def paste_instance_masks(masks: torch.Tensor, views: torch.Tensor, active: torch.Tensor, out_height: int,
+                         out_width: int, bbox_occluded_thr: float, mask_occluded_thr: float, dtype):
+    """The mask side of the paste without the oracle's intermediate mask batches, or None for an
+    output mask dtype other than bool / uint8. Views 0..B-1 are the receiving views, B..2B-1 the
+    pasted ones (see the operator). Returns (alpha bool [B, OH, OW], kept, pasted (bool [B, N]),
+    per image the output masks (kept receiving masks minus alpha, then the pasted masks, in
+    `dtype`), after-paste receiving boxes [B, N, 4], pasted boxes [B, N, 4]), equal to the
+    oracle's lsj_resample_masks / occlusion_update / instance_boxes_areas / receiving_keep and
+    the gather.
+
+    The jittered masks of the oracle ([2B, N, OH, OW]) and the occluded receiving masks
+    ([B, N, OH, OW]) are never stored: fresh pages of those batches cost more than the work. A
+    first pass makes alpha and every box (a mask row at a time), the keep rule runs on the boxes,
+    and a second pass writes only the output masks, only the rows of their boxes. The per-image
+    masks are consecutive views of one buffer (like ``torch.split``)."""
+    from ..pytorch import copy_paste as oracle
+
+    if dtype not in (torch.bool, torch.uint8):
+        return None
+    batch, slots = views.shape[0] // 2, masks.shape[1]
+    rows, inside_y = oracle._nearest_taps(views, out_height, "y")
+    cols, inside_x = oracle._nearest_taps(views, out_width, "x")
+    start = cols[:, :1]
+    plain = ((cols == start + torch.arange(out_width)).all(dim=1) & inside_x.all(dim=1)
+             & (start[:, 0] + out_width <= masks.shape[-1]))
+    shifted = torch.where(plain, start[:, 0], -1).long().contiguous().numpy()
+    taps = (rows.contiguous().numpy(), inside_y.contiguous().view(torch.uint8).numpy(), cols.contiguous().numpy(),
+            inside_x.contiguous().view(torch.uint8).numpy(), shifted)
+    source = views[:, oracle.VIEW_SOURCE].long().numpy()
+    active_bytes = active.bool().contiguous().view(torch.uint8).numpy()
+    mask_bytes = _as_bytes(masks).numpy()
+    alpha = torch.empty(batch, out_height, out_width, dtype=torch.bool)
+    pasted_boxes = torch.zeros(batch, slots, 4, dtype=torch.float32)
+    pasted_areas = torch.zeros(batch, slots, dtype=torch.int64)
+    before_boxes, after_boxes = torch.zeros_like(pasted_boxes), torch.zeros_like(pasted_boxes)
+    before_areas, after_areas = torch.zeros_like(pasted_areas), torch.zeros_like(pasted_areas)
+    if alpha.numel() and slots:
+        with kernel_call():
+            _kernels.lsj_mask_union(mask_bytes, source, active_bytes, *taps, batch, alpha.view(torch.uint8).numpy(),
+                                    pasted_boxes.view(-1, 4).numpy(), pasted_areas.view(-1).numpy())
+            _kernels.lsj_occluded_boxes(mask_bytes, source, active_bytes, *taps, alpha.view(torch.uint8).numpy(),
+                                        before_boxes.view(-1, 4).numpy(), before_areas.view(-1).numpy(),
+                                        after_boxes.view(-1, 4).numpy(), after_areas.view(-1).numpy())
+    else:
+        alpha.zero_()
+    kept = oracle.receiving_keep(before_boxes, after_boxes, after_areas, active[:batch], bbox_occluded_thr,
+                                 mask_occluded_thr)
+    pasted = active[batch:].bool() & (pasted_areas > 0)
+    # Output k: per image its kept receiving masks, then its pasted ones.
+    image = torch.arange(batch)[:, None].expand(batch, slots)
+    slot = torch.arange(slots)[None, :].expand(batch, slots)
+    order = torch.cat([kept, pasted], dim=1)
+    out_views = torch.cat([image, image + batch], dim=1)[order]
+    out_slots = torch.cat([slot, slot], dim=1)[order]
+    bounds = torch.cat([after_boxes, pasted_boxes], dim=1)[order].contiguous()
+    occluded = torch.cat([torch.ones_like(kept), torch.zeros_like(pasted)], dim=1)[order]
+    out = _zero_bool(int(order.sum()), out_height, out_width)
+    if out.numel():
+        with kernel_call():
+            _kernels.lsj_masks_write(mask_bytes, source, *taps, alpha.view(torch.uint8).numpy(),
+                                     out_views.contiguous().numpy(), out_slots.contiguous().numpy(), bounds.numpy(),
+                                     occluded.contiguous().view(torch.uint8).numpy(), out.view(torch.uint8).numpy())
+    masks_list = list(out.view(dtype).split(order.sum(dim=1).tolist()))
+    return alpha, kept, pasted, masks_list, after_boxes, pasted_boxes
+
+
 def kernels():
     """The Copy-Paste steps for CPU tensors: numba where it has a kernel, else the oracle."""
     from types import SimpleNamespace
 
-    from ..pytorch import copy_paste as oracle
-
     return SimpleNamespace(lsj_resample_images=lsj_resample_images, lsj_resample_masks=lsj_resample_masks,
                            occlusion_update=occlusion_update, copy_paste_blend=copy_paste_blend,
-                           instance_boxes_areas=instance_boxes_areas)
+                           instance_boxes_areas=instance_boxes_areas, lsj_paste_images=lsj_paste_images,
+                           paste_instance_masks=paste_instance_masks)
