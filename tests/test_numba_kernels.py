@@ -75,7 +75,10 @@ def assert_identical(result, expected):
 @pytest.mark.parametrize("dtypes", DTYPE_PAIRS, ids=lambda d: f"{d[0]}->{d[1]}".replace("torch.", ""))
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("per_sample", [True, False], ids=["per_sample", "per_batch"])
-def test_mixup_matches_pytorch(shape, dtypes, channels_last, per_sample):
+@pytest.mark.parametrize("launch", ["serial", "parallel"])
+def test_mixup_matches_pytorch(shape, dtypes, channels_last, per_sample, launch, monkeypatch):
+    # Small batches run on the calling thread; force the parallel kernel too, so both are tested.
+    monkeypatch.setattr(nb, "SERIAL_MAX_ELEMENTS", 1 << 20 if launch == "serial" else -1)
     dtype, out_dtype = dtypes
     x = images_of(shape, dtype, channels_last, seed=sum(shape))
     gen = torch.Generator().manual_seed(1)

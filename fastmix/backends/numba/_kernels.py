@@ -89,6 +89,20 @@ def mixup_float(x, perm, w, w1, out):
         blend_float(x[b, start:stop], x[perm[b], start:stop], a, c, out[b, start:stop])
 
 
+@njit(cache=True, nogil=True)
+def mixup_u8_serial(x, perm, w, w1, out):
+    """mixup_u8 on the calling thread alone, for batches too small to repay a parallel launch."""
+    for b in range(x.shape[0]):
+        blend_u8(x[b], x[perm[b]], w[b], w1[b], out[b])
+
+
+@njit(cache=True, nogil=True)
+def mixup_float_serial(x, perm, w, w1, out):
+    """mixup_float on the calling thread alone (see mixup_u8_serial)."""
+    for b in range(x.shape[0]):
+        blend_float(x[b], x[perm[b]], w[b], w1[b], out[b])
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _span(lo, hi, width, scale):
     """Element range of columns [lo, hi) clipped to [0, width), times scale (empty if hi <= lo)."""
