@@ -105,7 +105,9 @@ def test_mixup_uint8_rounds_half_to_even_like_pytorch():
 @pytest.mark.parametrize("dtypes", DTYPE_PAIRS, ids=lambda d: f"{d[0]}->{d[1]}".replace("torch.", ""))
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("shared", [False, True], ids=["per_sample", "per_batch"])
-def test_box_paste_and_fill_match_pytorch(shape, dtypes, channels_last, shared):
+@pytest.mark.parametrize("launch", ["serial", "parallel"])
+def test_box_paste_and_fill_match_pytorch(shape, dtypes, channels_last, shared, launch, monkeypatch):
+    monkeypatch.setattr(nb, "SERIAL_MAX_ELEMENTS", 1 << 20 if launch == "serial" else -1)
     dtype, out_dtype = dtypes
     batch, _, height, width = shape
     x = images_of(shape, dtype, channels_last, seed=7 + sum(shape))

@@ -151,6 +151,22 @@ def _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, y1, y2, c1, c2, src_r
             r = end
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _paste_rows(x, flat_x, out, flat_out, perm, boxes, height, scale, b, r0, r1):
+    """Rows [r0, r1) of sample b of box_paste."""
+    c1, c2 = _span(boxes[b, 2], boxes[b, 3], x.shape[2] // scale, scale)
+    _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
+              x[perm[b]], 0, True)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fill_rows(x, flat_x, out, flat_out, boxes, value, height, scale, b, r0, r1):
+    """Rows [r0, r1) of sample b of box_fill."""
+    c1, c2 = _span(boxes[b, 2], boxes[b, 3], x.shape[2] // scale, scale)
+    _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
+              x[b], value, False)
+
+
 @njit(**_OPTS)
 def box_paste(x, perm, boxes, height, scale, out):
     """Rows [B, R, L] (see the module docstring): inside sample b's half-open box
@@ -161,14 +177,20 @@ def box_paste(x, perm, boxes, height, scale, out):
     flat_out = out.reshape(batch, rows * length)
     block = max(1, _CHUNK // max(length, 1))
     blocks = (rows + block - 1) // block
-    width = length // scale
     for t in prange(batch * blocks):
         b = t // blocks
         r0 = (t % blocks) * block
-        r1 = min(r0 + block, rows)
-        c1, c2 = _span(boxes[b, 2], boxes[b, 3], width, scale)
-        _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
-                  x[perm[b]], 0, True)
+        _paste_rows(x, flat_x, out, flat_out, perm, boxes, height, scale, b, r0, min(r0 + block, rows))
+
+
+@njit(cache=True, nogil=True)
+def box_paste_serial(x, perm, boxes, height, scale, out):
+    """box_paste on the calling thread alone, for batches too small to repay a parallel launch."""
+    batch, rows, length = x.shape
+    flat_x = x.reshape(batch, rows * length)
+    flat_out = out.reshape(batch, rows * length)
+    for b in range(batch):
+        _paste_rows(x, flat_x, out, flat_out, perm, boxes, height, scale, b, 0, rows)
 
 
 @njit(**_OPTS)
@@ -179,15 +201,20 @@ def box_fill(x, boxes, fill, height, scale, out):
     flat_out = out.reshape(batch, rows * length)
     block = max(1, _CHUNK // max(length, 1))
     blocks = (rows + block - 1) // block
-    width = length // scale
-    value = fill[0]
     for t in prange(batch * blocks):
         b = t // blocks
         r0 = (t % blocks) * block
-        r1 = min(r0 + block, rows)
-        c1, c2 = _span(boxes[b, 2], boxes[b, 3], width, scale)
-        _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
-                  x[b], value, False)
+        _fill_rows(x, flat_x, out, flat_out, boxes, fill[0], height, scale, b, r0, min(r0 + block, rows))
+
+
+@njit(cache=True, nogil=True)
+def box_fill_serial(x, boxes, fill, height, scale, out):
+    """box_fill on the calling thread alone (see box_paste_serial)."""
+    batch, rows, length = x.shape
+    flat_x = x.reshape(batch, rows * length)
+    flat_out = out.reshape(batch, rows * length)
+    for b in range(batch):
+        _fill_rows(x, flat_x, out, flat_out, boxes, fill[0], height, scale, b, 0, rows)
 
 
 def _cast_like(value, like):

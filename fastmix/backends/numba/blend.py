@@ -17,7 +17,7 @@ from . import _kernels
 from ._runtime import kernel_call
 
 MASK_EPS = 1e-16
-# Up to this many output elements a Mixup blend runs on the calling thread: numba's fork-safe
+# Up to this many output elements a blend, paste or fill runs on the calling thread: numba's fork-safe
 # (workqueue) parallel launch costs about 0.1 ms, more than the whole blend of a small batch
 # (measured here: B=256 3x32x32 uint8, 0.13 ms on one thread vs 0.23 ms launched on two).
 SERIAL_MAX_ELEMENTS = 1 << 20
@@ -25,6 +25,16 @@ SERIAL_MAX_ELEMENTS = 1 << 20
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _launch(parallel_kernel, serial_kernel, elements: int, args: tuple) -> None:
+    """The parallel kernel (under the launch lock) for large outputs, the serial one below
+    SERIAL_MAX_ELEMENTS (no threads are started, so no lock is needed)."""
+    if elements > SERIAL_MAX_ELEMENTS:
+        with kernel_call():
+            parallel_kernel(*args)
+    else:
+        serial_kernel(*args)
 
 
 def _check_perm(perm: torch.Tensor, batch: int) -> np.ndarray:
@@ -87,13 +97,12 @@ def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
     perm_np = _check_perm(perm, images.shape[0])
     weight = lam.detach().to(_compute_dtype(out_dtype)).contiguous()
     other = (1.0 - weight).contiguous()  # rounded in the compute dtype, as the PyTorch path does
-    if out.numel() > SERIAL_MAX_ELEMENTS:
-        kernel = _kernels.mixup_u8 if out_dtype == torch.uint8 else _kernels.mixup_float
-        with kernel_call():
-            kernel(_flat(x), perm_np, weight.numpy(), other.numpy(), _flat(out))
-    elif out.numel():
-        kernel = _kernels.mixup_u8_serial if out_dtype == torch.uint8 else _kernels.mixup_float_serial
-        kernel(_flat(x), perm_np, weight.numpy(), other.numpy(), _flat(out))
+    if out.numel():
+        args = (_flat(x), perm_np, weight.numpy(), other.numpy(), _flat(out))
+        if out_dtype == torch.uint8:
+            _launch(_kernels.mixup_u8, _kernels.mixup_u8_serial, out.numel(), args)
+        else:
+            _launch(_kernels.mixup_float, _kernels.mixup_float_serial, out.numel(), args)
     return out
 
 
@@ -104,9 +113,9 @@ def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor,
     x, out, channels_last = _like(images, out_dtype, out)
     perm_np = _check_perm(perm, images.shape[0])
     if out.numel():
-        with kernel_call():
-            _kernels.box_paste(_rows(x, channels_last), perm_np, boxes.contiguous().numpy(), images.shape[2],
-                               images.shape[1] if channels_last else 1, _rows(out, channels_last))
+        args = (_rows(x, channels_last), perm_np, boxes.contiguous().numpy(), images.shape[2],
+                images.shape[1] if channels_last else 1, _rows(out, channels_last))
+        _launch(_kernels.box_paste, _kernels.box_paste_serial, out.numel(), args)
     return out
 
 
@@ -117,9 +126,9 @@ def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float, out_dtype:
     x, out, channels_last = _like(images, out_dtype, out)
     fill = torch.full((1,), value, dtype=out_dtype).numpy()  # converted as the PyTorch path converts it
     if out.numel():
-        with kernel_call():
-            _kernels.box_fill(_rows(x, channels_last), boxes.contiguous().numpy(), fill, images.shape[2],
-                              images.shape[1] if channels_last else 1, _rows(out, channels_last))
+        args = (_rows(x, channels_last), boxes.contiguous().numpy(), fill, images.shape[2],
+                images.shape[1] if channels_last else 1, _rows(out, channels_last))
+        _launch(_kernels.box_fill, _kernels.box_fill_serial, out.numel(), args)
     return out
 
 
