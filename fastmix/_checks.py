@@ -9,6 +9,8 @@ device value.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -110,3 +112,22 @@ def check_labels(labels, batch: int, images: torch.Tensor | None = None):
         raise ValueError(f"labels are on {labels.device} but the images are on {images.device}: "
                          f"move them with labels.to({str(images.device)!r})")
     return labels
+
+
+def check_fill_value(value, dtype: torch.dtype) -> float:
+    """A fill value (CutOut) must be finite and representable in the output dtype (an integer in
+    0..255 for uint8), so that it is never rounded or saturated silently."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"value must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"value must be a finite number, got {value}")
+    if not dtype.is_floating_point:
+        info = torch.iinfo(dtype)
+        if value != int(value) or not info.min <= value <= info.max:
+            raise ValueError(f"{dtype} images hold integers {info.min}..{info.max}: value={value} cannot be "
+                             f"represented (for a fraction f of the range, pass round(f * {info.max}))")
+    elif abs(value) > torch.finfo(dtype).max:
+        raise ValueError(f"value={value} overflows {dtype} (largest finite value {torch.finfo(dtype).max})")
+    return value

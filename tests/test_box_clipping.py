@@ -41,3 +41,17 @@ def test_shared_box_outside_the_frame_is_clipped(backend, box, dtype):
     torch.testing.assert_close(pasted, _clipped_masked_reference(images, perm, box), rtol=0, atol=0)
     torch.testing.assert_close(filled, _clipped_masked_reference(images, perm, box, fill=7), rtol=0, atol=0)
     assert torch.equal(images, before)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("value", [0.5, 256.0, -1.0, float("nan"), float("inf")])
+def test_the_fill_op_refuses_values_its_output_dtype_cannot_hold(backend, value):
+    """The public `fastmix::box_fill` op, not only `cutout`, refuses a fill it would round or
+    saturate; uint8 images with a float output take any finite value."""
+    images = torch.randint(1, 255, (2, 3, 6, 5), dtype=torch.uint8)
+    boxes = torch.tensor([[1, 3, 0, 2], [0, 6, 2, 5]])
+    with pytest.raises(ValueError, match="value"):
+        ops.box_fill(images, boxes, value, backend=backend)
+    if value == value and abs(value) != float("inf"):
+        filled = ops.box_fill(images, boxes, value, torch.float32, backend=backend)
+        assert filled[0, 0, 1, 0].item() == value

@@ -20,7 +20,7 @@ import torch
 
 from .. import dispatch, params
 from ..dispatch import to_device
-from .._checks import check_boxes, check_images, check_lam, require
+from .._checks import check_boxes, check_fill_value, check_images, check_lam, require  # noqa: F401 (re-exported)
 from ..backends.pytorch.blend import box_area_lam
 from ..backends.pytorch.fine_grained_saliency import fine_grained_saliency
 from ..result import MixResult
@@ -67,25 +67,6 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: f
                      perm=to_device(perm_t, device), boxes=to_device(boxes_t, device), labels=labels)
 
 
-def check_fill_value(value, dtype: torch.dtype) -> float:
-    """CutOut's fill value must be finite and representable in the images' dtype (an integer in
-    0..255 for uint8), so that it is never rounded or saturated silently."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"value must be a number, got {type(value).__name__}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"value must be a finite number, got {value}")
-    if not dtype.is_floating_point:
-        info = torch.iinfo(dtype)
-        if value != int(value) or not info.min <= value <= info.max:
-            raise ValueError(f"{dtype} images hold integers {info.min}..{info.max}: value={value} cannot be "
-                             f"represented (for a fraction f of the range, pass round(f * {info.max}))")
-    elif abs(value) > torch.finfo(dtype).max:
-        raise ValueError(f"value={value} overflows {dtype} (largest finite value {torch.finfo(dtype).max})")
-    return value
-
-
 def cutout(images: torch.Tensor, labels: torch.Tensor | None = None, *, length: int | None = None,
            boxes=None, value: float = 0.0, per_sample: bool = True,
            generator: torch.Generator | None = None, backend: str = "auto") -> MixResult:
@@ -99,7 +80,6 @@ def cutout(images: torch.Tensor, labels: torch.Tensor | None = None, *, length: 
     check_images(images)
     batch, _, height, width = images.shape
     labels = check_labels(labels, batch, images)
-    value = check_fill_value(value, images.dtype)
     if boxes is None:
         length = min(height, width) // 2 if length is None else int(length)
         if length < 0:

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 
+from .._checks import check_fill_value
 from ..backends.pytorch import blend as torch_blend
 from ._backend import (INDICES, check_images, check_perm_meta, check_tensor, output_dtype, perm_on_device, perm_to,
                        resolve)
@@ -114,6 +115,7 @@ def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float,
     check_images(images, allow_uint8=True)
     out_dtype = output_dtype(images, out_dtype)
     _check_boxes(images, boxes)
+    check_fill_value(value, out_dtype)
     chosen = resolve(backend, images, (images.dtype, out_dtype))
     if chosen == "triton":
         from ..backends.triton import blend as triton_blend
@@ -128,6 +130,7 @@ def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float,
 def _(images, boxes, value, out_dtype=None, backend="auto"):
     check_images(images, allow_uint8=True)
     _check_boxes(images, boxes)
+    check_fill_value(value, output_dtype(images, out_dtype))
     return torch.empty_like(images, dtype=output_dtype(images, out_dtype))
 
 
