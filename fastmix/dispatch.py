@@ -1,7 +1,8 @@
 """Routes each deterministic step to a backend through the fastmix custom ops.
 
 The operators draw their random parameters (on the CPU) and call these functions, which move
-the parameters to the images' device and call the `fastmix::*` ops (fastmix/ops). `backend`:
+the parameters to the images' device and call the `fastmix::*` ops (fastmix/ops) through
+`ops.call` (the dispatcher is skipped for plain CPU tensors that record no gradient). `backend`:
 "auto" runs the Triton kernels on CUDA tensors and the PyTorch path on CPU tensors; "pytorch"
 or "triton" force one (Triton on CPU tensors needs TRITON_INTERPRET=1, which is how CI tests the
 kernels). Saliency inputs are detached: SAGE's search is not differentiable, its mix is.
@@ -33,16 +34,16 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def mixup_blend(images, perm, lam, *, out_dtype=None, backend="auto"):
     device = images.device
-    return ops.mixup_blend(images, to_device(perm, device), to_device(lam, device), out_dtype, backend)
+    return ops.call(ops.mixup_blend, images, to_device(perm, device), to_device(lam, device), out_dtype, backend)
 
 
 def box_paste(images, perm, boxes, *, out_dtype=None, backend="auto"):
     device = images.device
-    return ops.box_paste(images, to_device(perm, device), to_device(boxes, device), out_dtype, backend)
+    return ops.call(ops.box_paste, images, to_device(perm, device), to_device(boxes, device), out_dtype, backend)
 
 
 def box_fill(images, boxes, value, *, out_dtype=None, backend="auto"):
-    return ops.box_fill(images, to_device(boxes, images.device), float(value), out_dtype, backend)
+    return ops.call(ops.box_fill, images, to_device(boxes, images.device), float(value), out_dtype, backend)
 
 
 def sage_saliency(grad, perm, mass, kernel_size=5, sigma=1.0, *, backend="auto"):

@@ -5,6 +5,8 @@ Triton runs under TRITON_INTERPRET=1 here (tests/conftest.py sets it without CUD
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -222,3 +224,79 @@ def test_sage_mix_rejects_non_finite_saliency():
             sage_mix(x, grad=grad, rand_pos=0.5, backend=backend)
     with pytest.raises(ValueError, match="non-negative"):
         sage_mix(x, saliency=-torch.rand(2, 5, 5))
+
+
+# --- ops.call: the dispatcher skipped where nothing needs it --------------------------------------
+
+def _blend_args():
+    x = images(shape=(4, 3, 7, 9), dtype=torch.float32, seed=3)
+    perm, lam = torch.tensor([3, 0, 1, 2]), torch.tensor([0.2, 0.9, 0.5, 0.0])
+    boxes = torch.tensor([[1, 5, 2, 8], [0, 7, 0, 9], [3, 3, 1, 4], [-2, 4, 6, 20]])
+    return x, {"mixup_blend": (ops.mixup_blend, (x, perm, lam, None, "auto")),
+               "box_paste": (ops.box_paste, (x, perm, boxes, None, "auto")),
+               "box_fill": (ops.box_fill, (x, boxes, 2.0, None, "auto"))}
+
+
+@pytest.mark.parametrize("name", ["mixup_blend", "box_paste", "box_fill"])
+def test_call_runs_the_implementation_directly_and_gives_the_dispatched_result(name, monkeypatch):
+    x, cases = _blend_args()
+    op, args = cases[name]
+    dispatched = op(*args)
+    seen = []
+    monkeypatch.setattr(ops._backend, "runs_directly",
+                        lambda tensors, real=ops._backend.runs_directly: seen.append(real(tensors)) or seen[-1])
+    direct = ops.call(op, *args)
+    assert seen == [True]
+    torch.testing.assert_close(direct, dispatched, rtol=0, atol=0)
+    assert direct.data_ptr() != x.data_ptr()
+
+
+def test_call_goes_through_the_dispatcher_when_something_needs_it():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    x, cases = _blend_args()
+    plain = [x, torch.tensor([1, 0])]
+    assert ops._backend.runs_directly(plain)
+    assert not ops._backend.runs_directly([x.clone().requires_grad_()])  # autograd must record the op
+    with torch.no_grad():
+        assert ops._backend.runs_directly([x.clone().requires_grad_()])
+    assert not ops._backend.runs_directly([x.to("meta")])
+
+    class Recording(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    op, args = cases["mixup_blend"]
+    with Recording() as mode:
+        assert not ops._backend.runs_directly(plain)
+        ops.call(op, *args)
+    assert any("fastmix.mixup_blend" in name for name in mode.ops), mode.ops  # the mode saw the op itself
+    fake_mode = FakeTensorMode()
+    fake_args = [fake_mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+    with fake_mode:
+        out = ops.call(op, *fake_args)
+    assert out.shape == x.shape and out.device == x.device
+
+    with warnings.catch_warnings():  # newer torch deprecates torch.jit.trace; it is still used
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(lambda t: ops.call(op, t, *args[1:]), (x,), check_trace=False)
+    assert "fastmix::mixup_blend" in str(traced.graph)  # the trace recorded the op, not its insides
+    torch.testing.assert_close(traced(x), op(*args), rtol=0, atol=0)
+
+    def per_sample(v):  # vmap: the transform needs the dispatcher (the op's batching fallback)
+        assert not ops._backend.runs_directly([v])
+        return v
+    torch.vmap(per_sample)(x)
+
+
+def test_operators_record_gradients_through_call():
+    x = images(shape=(4, 3, 7, 9), dtype=torch.float32, seed=5).requires_grad_()
+    result = mixup(x, lam=torch.tensor([0.3, 0.6, 0.5, 0.9]), perm=torch.tensor([1, 2, 3, 0]))
+    (result.images * torch.arange(result.images.numel()).view_as(x)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -16,10 +16,13 @@ mass or lam. Every op runs its Triton kernel for `backend="triton"` and the PyTo
 float64) for CPU tensors when numba is installed, and PyTorch otherwise; `backend="numba"`
 forces them (ops without a numba kernel run the PyTorch path). The ops are
 opaque to torch.compile, which traces them through their fake kernels without a graph break.
+`call(op, *args)` runs an op's implementation without the dispatcher when nothing needs it
+(plain CPU tensors, no gradient to record, no compile, mode or functorch transform): the
+operators go through it, so a CIFAR-sized CPU blend does not pay the dispatcher's ~0.1 ms.
 """
-from ._backend import BACKENDS, resolve
+from ._backend import BACKENDS, call, resolve
 from .blend import box_fill, box_paste, mixup_blend
 from .sage import sage_mask_blend, sage_saliency, sage_scores
 
-__all__ = ["BACKENDS", "resolve", "mixup_blend", "box_paste", "box_fill", "sage_saliency",
+__all__ = ["BACKENDS", "call", "resolve", "mixup_blend", "box_paste", "box_fill", "sage_saliency",
            "sage_scores", "sage_mask_blend"]

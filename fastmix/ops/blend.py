@@ -12,8 +12,8 @@ import torch
 
 from .._checks import check_fill_value
 from ..backends.pytorch import blend as torch_blend
-from ._backend import (INDICES, check_images, check_perm_meta, check_tensor, output_dtype, perm_on_device, perm_to,
-                       resolve)
+from ._backend import (INDICES, check_images, check_perm_meta, check_tensor, custom_op, output_dtype, perm_on_device,
+                       perm_to, resolve)
 
 
 def _check_mix(images, perm, out_dtype):
@@ -26,7 +26,7 @@ def _check_boxes(images, boxes):
     check_tensor(boxes, "boxes", (images.shape[0], 4), INDICES, images.device)
 
 
-@torch.library.custom_op("fastmix::mixup_blend", mutates_args=())
+@custom_op("fastmix::mixup_blend")
 def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
                 out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> torch.Tensor:
     """lam[i] * x[i] + (1 - lam[i]) * x[perm[i]] for lam float32 [B] in [0, 1]."""
@@ -66,7 +66,7 @@ def _mixup_backward(ctx, grad):
 mixup_blend.register_autograd(_mixup_backward, setup_context=_save_mixup)
 
 
-@torch.library.custom_op("fastmix::box_paste", mutates_args=())
+@custom_op("fastmix::box_paste")
 def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor,
               out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> torch.Tensor:
     """Inside sample i's half-open box (y1, y2, x1, x2) the pixels of sample perm[i]."""
@@ -108,7 +108,7 @@ def _paste_backward(ctx, grad):
 box_paste.register_autograd(_paste_backward, setup_context=_save_paste)
 
 
-@torch.library.custom_op("fastmix::box_fill", mutates_args=())
+@custom_op("fastmix::box_fill")
 def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float,
              out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> torch.Tensor:
     """Inside sample i's half-open box (y1, y2, x1, x2) `value` (CutOut), elsewhere sample i."""

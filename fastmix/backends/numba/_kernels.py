@@ -58,49 +58,87 @@ def blend_float(own, other, a, c, dst):
         dst[i] = a * own[i] + c * other[i]
 
 
+@njit(cache=True, nogil=True)
+def partner_walk(perm):
+    """The samples in an order that follows perm (b, perm[b], perm[perm[b]], ... until a sample
+    repeats, then the next unvisited one): the partner a blend reads is, most of the time, the
+    next sample's own input, so the mixup kernels read it from cache and each input crosses the
+    memory bus once rather than twice (measured: 20% faster at B=32 3x224x224 float32)."""
+    batch = perm.shape[0]
+    seen = np.zeros(batch, np.bool_)
+    order = np.empty(batch, np.int64)
+    k = 0
+    for first in range(batch):
+        b = first
+        while not seen[b]:
+            seen[b] = True
+            order[k] = b
+            k += 1
+            b = perm[b]
+    return order
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _walk_groups(batch, chunks):
+    """Runs of the walk each work item takes: enough items (about 16) for the threads, even
+    when the samples are short (one chunk each)."""
+    return max(1, min(batch, (16 + chunks - 1) // chunks))
+
+
 @njit(**_OPTS)
-def mixup_u8(x, perm, w, w1, out):
+def mixup_u8(x, perm, order, w, w1, out):
     """uint8 [B, N] -> uint8 [B, N]: out[b] = rint(w[b] * x[b] + w1[b] * x[perm[b]]), saturated.
-    w, w1 float32 [B] (w1 = 1 - w computed in float32 by the caller)."""
+    w, w1 float32 [B] (w1 = 1 - w computed in float32 by the caller); order = partner_walk(perm).
+    A work item is one chunk of the elements for a run of the walk."""
     batch, n = x.shape
     chunks = (n + _CHUNK - 1) // _CHUNK
-    for t in prange(batch * chunks):
-        b = t // chunks
+    groups = _walk_groups(batch, chunks)
+    for t in prange(chunks * groups):
+        g = t // chunks
         start = (t % chunks) * _CHUNK
         stop = min(start + _CHUNK, n)
-        a = w[b]
-        c = w1[b]
-        # Slices indexed from 0: LLVM then knows the indices are non-negative and vectorises.
-        blend_u8(x[b, start:stop], x[perm[b], start:stop], a, c, out[b, start:stop])
+        for k in range(g * batch // groups, (g + 1) * batch // groups):
+            b = order[k]
+            # Slices indexed from 0: LLVM then knows the indices are non-negative and vectorises.
+            blend_u8(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
 
 
 @njit(**_OPTS)
-def mixup_float(x, perm, w, w1, out):
+def mixup_float(x, perm, order, w, w1, out):
     """[B, N] (uint8 or float) -> float [B, N]: out[b] = w[b] * x[b] + w1[b] * x[perm[b]],
-    computed in w's dtype (float32 or float64) and stored in out's dtype."""
+    computed in w's dtype (float32 or float64) and stored in out's dtype (see mixup_u8)."""
     batch, n = x.shape
     chunks = (n + _CHUNK - 1) // _CHUNK
-    for t in prange(batch * chunks):
-        b = t // chunks
+    groups = _walk_groups(batch, chunks)
+    for t in prange(chunks * groups):
+        g = t // chunks
         start = (t % chunks) * _CHUNK
         stop = min(start + _CHUNK, n)
-        a = w[b]
-        c = w1[b]
-        blend_float(x[b, start:stop], x[perm[b], start:stop], a, c, out[b, start:stop])
+        for k in range(g * batch // groups, (g + 1) * batch // groups):
+            b = order[k]
+            blend_float(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
 
 
 @njit(cache=True, nogil=True)
-def mixup_u8_serial(x, perm, w, w1, out):
+def mixup_u8_serial(x, perm, order, w, w1, out):
     """mixup_u8 on the calling thread alone, for batches too small to repay a parallel launch."""
-    for b in range(x.shape[0]):
-        blend_u8(x[b], x[perm[b]], w[b], w1[b], out[b])
+    batch, n = x.shape
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        for k in range(batch):
+            b = order[k]
+            blend_u8(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
 
 
 @njit(cache=True, nogil=True)
-def mixup_float_serial(x, perm, w, w1, out):
+def mixup_float_serial(x, perm, order, w, w1, out):
     """mixup_float on the calling thread alone (see mixup_u8_serial)."""
-    for b in range(x.shape[0]):
-        blend_float(x[b], x[perm[b]], w[b], w1[b], out[b])
+    batch, n = x.shape
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        for k in range(batch):
+            b = order[k]
+            blend_float(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -125,96 +163,118 @@ def _fill(dst, value):
         dst[i] = value
 
 
+_SHORT_ROW = 128  # elements: below this a row's segments cost more in per-copy overhead than in bytes
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, y1, y2, c1, c2, src_rows, fill, paste):
-    """Rows r0..r1 of sample b: rows that cross the box get three segments (own, box, own); each
-    run of rows that does not is one contiguous copy (few long copies, not many short ones)."""
+def _box_rows(x, out, b, r0, r1, height, y1, y2, c1, c2, src, fill, paste):
+    """Rows [r0, r1) of sample b; the box's segment of every row that crosses it comes from
+    `src` (the partner's rows, flat) or is `fill`. Short rows (CIFAR: a segment is a few bytes,
+    and the per-copy cost, not the bytes, is what the batch pays) get one long copy of all the
+    rows and then the segments overwritten while in cache (3x faster at B=256 3x32x32 uint8
+    than three copies per row). Long rows get three copies per crossing row and one copy per
+    run of rows outside the box, so that no byte is written twice (a second write of the box
+    cost 1.7x a plain copy at 224 px float32)."""
     length = x.shape[2]
+    flat = x.shape[1] * length
+    own = x[b].reshape(flat)
+    dst = out[b].reshape(flat)
+    if c1 >= c2 or length < _SHORT_ROW:
+        _copy(own[r0 * length:r1 * length], dst[r0 * length:r1 * length])
+        if c1 >= c2:
+            return
+        # Unsigned offsets: numba then emits no negative-index wraparound and LLVM vectorises
+        # the segment loops (a signed running index made them 3x slower).
+        width = np.uintp(c2 - c1)
+        for r in range(r0, r1):
+            y = r % height
+            if y1 <= y < y2:
+                start = np.uintp(r * length + c1)
+                if paste:
+                    for i in range(width):
+                        dst[start + i] = src[start + i]
+                else:
+                    for i in range(width):
+                        dst[start + i] = fill
+        return
     r = r0
     while r < r1:
         y = r % height
-        if y1 <= y < y2 and c1 < c2:
-            own = x[b, r]
-            dst = out[b, r]
-            _copy(own[:c1], dst[:c1])
+        if y1 <= y < y2:
+            row = r * length
+            _copy(own[row:row + c1], dst[row:row + c1])
             if paste:
-                _copy(src_rows[r, c1:c2], dst[c1:c2])
+                _copy(src[row + c1:row + c2], dst[row + c1:row + c2])
             else:
-                _fill(dst[c1:c2], fill)
-            _copy(own[c2:], dst[c2:])
+                _fill(dst[row + c1:row + c2], fill)
+            _copy(own[row + c2:row + length], dst[row + c2:row + length])
             r += 1
         else:
             end = r + 1
-            while end < r1 and not (y1 <= end % height < y2 and c1 < c2):
+            while end < r1 and not (y1 <= end % height < y2):
                 end += 1
-            _copy(flat_x[b, r * length:end * length], flat_out[b, r * length:end * length])
+            _copy(own[r * length:end * length], dst[r * length:end * length])
             r = end
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _paste_rows(x, flat_x, out, flat_out, perm, boxes, height, scale, b, r0, r1):
+def _paste_rows(x, out, perm, boxes, height, scale, b, r0, r1):
     """Rows [r0, r1) of sample b of box_paste."""
     c1, c2 = _span(boxes[b, 2], boxes[b, 3], x.shape[2] // scale, scale)
-    _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
-              x[perm[b]], 0, True)
+    _box_rows(x, out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
+              x[perm[b]].reshape(x.shape[1] * x.shape[2]), 0, True)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _fill_rows(x, flat_x, out, flat_out, boxes, value, height, scale, b, r0, r1):
+def _fill_rows(x, out, boxes, value, height, scale, b, r0, r1):
     """Rows [r0, r1) of sample b of box_fill."""
     c1, c2 = _span(boxes[b, 2], boxes[b, 3], x.shape[2] // scale, scale)
-    _box_rows(x, flat_x, out, flat_out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
-              x[b], value, False)
+    _box_rows(x, out, b, r0, r1, height, boxes[b, 0], boxes[b, 1], c1, c2,
+              x[b].reshape(x.shape[1] * x.shape[2]), value, False)
 
 
 @njit(**_OPTS)
-def box_paste(x, perm, boxes, height, scale, out):
+def box_paste(x, perm, order, boxes, height, scale, out):
     """Rows [B, R, L] (see the module docstring): inside sample b's half-open box
     (y1, y2, x1, x2) the elements of sample perm[b], elsewhere sample b's (cast to out's dtype).
-    `scale` is 1 for NCHW and C for channels_last; `height` is H."""
+    `scale` is 1 for NCHW and C for channels_last; `height` is H. Samples are taken in the order
+    of partner_walk(perm) (order), so a partner's box rows, read for one sample, are in cache
+    when the partner's own rows are copied next."""
     batch, rows, length = x.shape
-    flat_x = x.reshape(batch, rows * length)
-    flat_out = out.reshape(batch, rows * length)
     block = max(1, _CHUNK // max(length, 1))
     blocks = (rows + block - 1) // block
     for t in prange(batch * blocks):
-        b = t // blocks
+        b = order[t // blocks]
         r0 = (t % blocks) * block
-        _paste_rows(x, flat_x, out, flat_out, perm, boxes, height, scale, b, r0, min(r0 + block, rows))
+        _paste_rows(x, out, perm, boxes, height, scale, b, r0, min(r0 + block, rows))
 
 
 @njit(cache=True, nogil=True)
-def box_paste_serial(x, perm, boxes, height, scale, out):
+def box_paste_serial(x, perm, order, boxes, height, scale, out):
     """box_paste on the calling thread alone, for batches too small to repay a parallel launch."""
     batch, rows, length = x.shape
-    flat_x = x.reshape(batch, rows * length)
-    flat_out = out.reshape(batch, rows * length)
-    for b in range(batch):
-        _paste_rows(x, flat_x, out, flat_out, perm, boxes, height, scale, b, 0, rows)
+    for k in range(batch):
+        _paste_rows(x, out, perm, boxes, height, scale, order[k], 0, rows)
 
 
 @njit(**_OPTS)
 def box_fill(x, boxes, fill, height, scale, out):
     """Rows [B, R, L]: inside sample b's box fill[0] (already in out's dtype), elsewhere sample b."""
     batch, rows, length = x.shape
-    flat_x = x.reshape(batch, rows * length)
-    flat_out = out.reshape(batch, rows * length)
     block = max(1, _CHUNK // max(length, 1))
     blocks = (rows + block - 1) // block
     for t in prange(batch * blocks):
         b = t // blocks
         r0 = (t % blocks) * block
-        _fill_rows(x, flat_x, out, flat_out, boxes, fill[0], height, scale, b, r0, min(r0 + block, rows))
+        _fill_rows(x, out, boxes, fill[0], height, scale, b, r0, min(r0 + block, rows))
 
 
 @njit(cache=True, nogil=True)
 def box_fill_serial(x, boxes, fill, height, scale, out):
     """box_fill on the calling thread alone (see box_paste_serial)."""
     batch, rows, length = x.shape
-    flat_x = x.reshape(batch, rows * length)
-    flat_out = out.reshape(batch, rows * length)
     for b in range(batch):
-        _fill_rows(x, flat_x, out, flat_out, boxes, fill[0], height, scale, b, 0, rows)
+        _fill_rows(x, out, boxes, fill[0], height, scale, b, 0, rows)
 
 
 def _cast_like(value, like):

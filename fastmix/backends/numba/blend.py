@@ -39,10 +39,10 @@ def _launch(parallel_kernel, serial_kernel, elements: int, args: tuple) -> None:
 
 def _check_perm(perm: torch.Tensor, batch: int) -> np.ndarray:
     """The kernels index without bounds checks: an index outside [0, B) must never reach them."""
-    if perm.numel() and (int(perm.min()) < 0 or int(perm.max()) >= batch):
-        raise IndexError(f"perm must hold indices in [0, {batch}), got values in "
-                         f"[{int(perm.min())}, {int(perm.max())}]")
-    return perm.contiguous().numpy()
+    values = perm.detach().contiguous().numpy()
+    if values.size and (values.min() < 0 or values.max() >= batch):
+        raise IndexError(f"perm must hold indices in [0, {batch}), got values in [{values.min()}, {values.max()}]")
+    return values
 
 
 def _check_out(out: torch.Tensor, images: torch.Tensor, dtype: torch.dtype) -> None:
@@ -95,10 +95,12 @@ def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
     out_dtype = images.dtype if out_dtype is None else out_dtype
     x, out, _ = _like(images, out_dtype, out)
     perm_np = _check_perm(perm, images.shape[0])
-    weight = lam.detach().to(_compute_dtype(out_dtype)).contiguous()
-    other = (1.0 - weight).contiguous()  # rounded in the compute dtype, as the PyTorch path does
+    # NumPy on B values (a few us where torch ops cost several times that); 1 - w is rounded in
+    # the compute dtype, as the PyTorch path rounds it.
+    weight = lam.detach().numpy().astype(np.float64 if out_dtype == torch.float64 else np.float32)
+    other = weight.dtype.type(1.0) - weight
     if out.numel():
-        args = (_flat(x), perm_np, weight.numpy(), other.numpy(), _flat(out))
+        args = (_flat(x), perm_np, _kernels.partner_walk(perm_np), weight, other, _flat(out))
         if out_dtype == torch.uint8:
             _launch(_kernels.mixup_u8, _kernels.mixup_u8_serial, out.numel(), args)
         else:
@@ -113,8 +115,8 @@ def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor,
     x, out, channels_last = _like(images, out_dtype, out)
     perm_np = _check_perm(perm, images.shape[0])
     if out.numel():
-        args = (_rows(x, channels_last), perm_np, boxes.contiguous().numpy(), images.shape[2],
-                images.shape[1] if channels_last else 1, _rows(out, channels_last))
+        args = (_rows(x, channels_last), perm_np, _kernels.partner_walk(perm_np), boxes.contiguous().numpy(),
+                images.shape[2], images.shape[1] if channels_last else 1, _rows(out, channels_last))
         _launch(_kernels.box_paste, _kernels.box_paste_serial, out.numel(), args)
     return out
 
