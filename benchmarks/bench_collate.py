@@ -4,12 +4,16 @@
 
 The DataLoader-worker setting: uint8 NumPy samples [3, size, size] with int labels, one thread
 (torch.set_num_threads and numba's, as in a worker; --threads to change). Rows are timed in this
-one run, interleaved call by call (median of --repeats calls), rotating over enough sample sets
-to exceed the last-level cache. Configs: "mixup" (every batch blended), "cutmix" (every batch
-pasted), "timm default" (mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5); modes batch, elem,
-pair, half. fastmix runs twice: backend="numba" (the fused collate kernel,
-fastmix/backends/numba/collate.py: each returned row written once from the samples) and
-backend="pytorch" (the fallback without numba: one stack, then per-sample blends and box copies).
+one run, interleaved call by call (median of --repeats calls), rotating over at least 64 MiB of
+sample sets (more than most last-level caches). Configs: "mixup" (every batch blended),
+"cutmix" (every batch pasted), "timm default" (mixup_alpha=0.8, cutmix_alpha=1.0,
+switch_prob=0.5); modes batch, elem, pair, half. fastmix runs twice: backend="numba" (the fused
+collate kernel, fastmix/backends/numba/collate.py: each returned row written once from the
+samples) and backend="pytorch" (the fallback without numba: one stack, then per-sample blends
+and box copies). Every FastCollateMixup call, fastmix's and timm's, is the whole call: sample
+checks, parameter draws, images and [B, 1000] soft targets; the stack collate stacks the images
+and makes a label tensor. "images only" times fastmix's image kernel alone (parameters drawn
+outside the timing): the difference to the whole call is the rest of the call.
 Every contender gets its own fresh copy of the samples, made outside the timed call (timm's
 'pair'/'half' CutMix writes into them), so all start from the same cache state.
 
@@ -63,16 +67,16 @@ class ImagesOnly:
         self.collate = collate
 
     def prepare(self, samples):
+        from fastmix.backends.numba import collate as kernel
         from fastmix.compat import timm as compat
         images, _ = compat._split_samples(samples)
-        size = len(images)
-        params = self.collate.make_params(size, *images[0].shape[1:])
-        rows = size // 2 if self.collate.mode == "half" else size
-        return (images, rows, *self.collate._per_sample(params, size))
+        params = self.collate.make_params(len(images), *images[0].shape[1:])
+        return (images, kernel.MODES[self.collate.mode], params.lam.numpy(), params.use_cutmix.numpy(),
+                params.boxes.numpy())
 
     def __call__(self, prepared):
-        from fastmix.compat import timm as compat
-        return compat._collate_mix_fused(*prepared)
+        from fastmix.backends.numba import collate as kernel
+        return torch.from_numpy(kernel.collate_mix(*prepared))
 
 
 def main():
@@ -119,6 +123,7 @@ def main():
             if timm_mixup is not None:
                 contenders[f"timm {config} {mode}"] = timm_mixup.FastCollateMixup(**kwargs)
 
+    load_at_start = os.getloadavg()[0]  # the machine may be shared: the report states its load
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     times = {name: [] for name in contenders}
     np.random.seed(0)
@@ -140,7 +145,7 @@ def main():
              "",
              f"torch {torch.__version__}, numba {getattr(numba, '__version__', 'absent')}, timm mixup.py: "
              f"{timm_path or 'not found'}; {args.clock} clock, {args.stat} of {args.repeats} interleaved calls, {len(sets)} sample sets; "
-             f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
+             f"load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs.",
              "",
              f"torch.stack collate: {base:.2f} ms",
              "",

@@ -185,9 +185,10 @@ def bench_case(shape, dtype, channels_last, per_sample, count, budget_s):
         shifts = torch.stack([torch.randint(-height // 2, height // 2, (batch,), generator=gen),
                               torch.randint(-width // 2, width // 2, (batch,), generator=gen)], dim=1)
         maps_bytes = 3 * g1.numel() * 4  # read G1, G2, write M
-        row("sage mask+blend", lambda x: ops.sage_mask_blend(x, perm, g1, g2, shifts, "numba"),
+        row("sage mask+blend", lambda x: ops.call(ops.sage_mask_blend, x, perm, g1, g2, shifts, "numba"),
             lambda x: numba_blend.sage_mask_blend(x, perm, g1, g2, shifts, out=next_out()),
-            lambda x: ops.sage_mask_blend(x, perm, g1, g2, shifts, "pytorch"), None, 2 * image_bytes + maps_bytes)
+            lambda x: ops.call(ops.sage_mask_blend, x, perm, g1, g2, shifts, "pytorch"), None,
+            2 * image_bytes + maps_bytes)
     return rows
 
 

@@ -49,24 +49,24 @@ def box_fill(images, boxes, value, *, out_dtype=None, backend="auto"):
 def sage_saliency(grad, perm, mass, kernel_size=5, sigma=1.0, *, backend="auto"):
     """(G1, G2) [B, H, W] from grad [B, C, H, W] or a non-negative saliency map [B, 1, H, W]."""
     device = grad.device
-    return ops.sage_saliency(grad.detach(), to_device(perm, device), to_device(mass, device), kernel_size, sigma,
-                             backend)
+    return ops.call(ops.sage_saliency, grad.detach(), to_device(perm, device), to_device(mass, device), kernel_size,
+                    sigma, backend)
 
 
 def sage_scores(g1, g2, shifts, *, backend="auto", chunk_elements=torch_sage.DEFAULT_CHUNK_ELEMENTS):
     """(scores [B, K], best_index [B]) for shared [K, 2] or per-sample [B, K, 2] candidates."""
-    return ops.sage_scores(g1.detach(), g2.detach(), to_device(shifts, g1.device), chunk_elements, backend)
+    return ops.call(ops.sage_scores, g1.detach(), g2.detach(), to_device(shifts, g1.device), chunk_elements, backend)
 
 
 def sage_coarse_to_fine(g1, g2, *, backend="auto", chunk_elements=torch_sage.DEFAULT_CHUNK_ELEMENTS):
     """(candidates, scores, best_index) of the coarse-to-fine search, scored on `backend`."""
     def score(maps1, maps2, shifts):
-        return ops.sage_scores(maps1, maps2, shifts, chunk_elements, backend)[0]
+        return ops.call(ops.sage_scores, maps1, maps2, shifts, chunk_elements, backend)[0]
     return torch_sage.coarse_to_fine(g1.detach(), g2.detach(), score)
 
 
 def sage_mask_and_blend(images, perm, g1, g2, best_shifts, *, backend="auto"):
     """(mixed, mask M [B, H, W], lam [B]); differentiable with respect to `images`."""
     device = images.device
-    return ops.sage_mask_blend(images, to_device(perm, device), g1.detach(), g2.detach(),
-                               to_device(best_shifts, device), backend)
+    return ops.call(ops.sage_mask_blend, images, to_device(perm, device), g1.detach(), g2.detach(),
+                    to_device(best_shifts, device), backend)

@@ -286,6 +286,76 @@ def test_drawn_minmax_boxes():
         Mixup(mixup_alpha=0, cutmix_minmax=(0.5, 0.55), num_classes=C)(random_images(2, 3, 4, 4), torch.arange(2))
 
 
+def test_boxes_at_equals_bbox_at():
+    """The vectorised box geometry of make_params against bbox_at (timm's rand_bbox arithmetic) on
+    float32 and float64 lams, edge lams (0 and 1) and centres at both borders."""
+    rng = np.random.default_rng(16)
+    for dtype in (np.float32, np.float64):
+        for height, width in [(16, 16), (1, 1), (7, 224), (224, 225)]:
+            lam = np.concatenate([[0.0, 1.0, 0.5], rng.random(500)]).astype(dtype)
+            centre = np.concatenate([np.zeros((2, 1)), np.full((2, 1), 1 - 2 ** -53), rng.random((2, 501))], axis=1)
+            boxes = compat._boxes_at(lam, centre, height, width)
+            cy = np.floor(centre[0] * height).astype(np.int64)
+            cx = np.floor(centre[1] * width).astype(np.int64)
+            assert cy.max() < height and cx.max() < width
+            expected = np.stack(compat.bbox_at((height, width), lam, cy, cx), axis=1)
+            assert np.array_equal(boxes, expected), (dtype, height, width)
+
+
+CONFIGS_FOR_DRAWS = [dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.4, prob=0.7),
+                     dict(mixup_alpha=0.3), dict(mixup_alpha=0.0, cutmix_alpha=0.5, prob=0.9),
+                     dict(mixup_alpha=1.0, cutmix_alpha=2.0, correct_lam=False), dict(mixup_alpha=0.5, cutmix_minmax=(0.2, 0.6))]
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
+@pytest.mark.parametrize("mode", ["batch", "elem", "pair", "half"])
+def test_compiled_params_equal_the_numpy_path(mode):
+    """FastCollateMixup finishes its draws in numba (timm_params_kernel), Mixup and the pytorch
+    backend with NumPy: the same generator seed gives the same parameters bit for bit."""
+    for config in CONFIGS_FOR_DRAWS:
+        for seed in range(3):
+            for batch, height, width in [(64, 224, 224), (6, 13, 18), (2, 1, 1)]:
+                if "cutmix_minmax" in config and height == 1:
+                    continue  # no box size fits (an error, tested elsewhere)
+                compiled = FastCollateMixup(**config, mode=mode, num_classes=C, backend="numba",
+                                            generator=torch.Generator().manual_seed(seed))
+                plain = FastCollateMixup(**config, mode=mode, num_classes=C, backend="pytorch",
+                                         generator=torch.Generator().manual_seed(seed))
+                assert compiled._compiled_params() and not plain._compiled_params()
+                ours, theirs = compiled.make_params(batch, height, width), plain.make_params(batch, height, width)
+                for name in ("lam", "use_cutmix", "boxes"):
+                    a, b = getattr(ours, name), getattr(theirs, name)
+                    assert a.dtype == b.dtype and torch.equal(a, b), (config, mode, seed, batch, name)
+                if mode != "half":  # Mixup treats 'half' as 'batch'
+                    mixup = Mixup(**config, mode=mode, num_classes=C, generator=torch.Generator().manual_seed(seed))
+                    assert torch.equal(mixup.make_params(batch, height, width).boxes, theirs.boxes)
+
+
+def test_one_torch_draw_seeds_each_call():
+    """Each call's NumPy generator is seeded by one draw of the torch generator (4 x 63 bits): the
+    generator's seed, or torch.manual_seed for generator=None, fixes every draw."""
+    def run(generator):
+        mixer = Mixup(mixup_alpha=1.0, cutmix_alpha=1.0, mode="elem", num_classes=C, generator=generator)
+        return [mixer.make_params(16, 32, 32) for _ in range(3)]
+
+    first, again = run(torch.Generator().manual_seed(3)), run(torch.Generator().manual_seed(3))
+    assert all(torch.equal(a.lam, b.lam) and torch.equal(a.boxes, b.boxes) for a, b in zip(first, again))
+    assert not torch.equal(first[0].lam, first[1].lam)  # the generator advances between calls
+    torch.manual_seed(4)
+    global_draws = run(None)
+    torch.manual_seed(4)
+    assert all(torch.equal(a.lam, b.lam) for a, b in zip(global_draws, run(None)))
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    compat._call_rng(generator)
+    after_one = generator.get_state()
+    generator.set_state(state)
+    torch.empty(4, dtype=torch.int64).random_(generator=generator)
+    assert torch.equal(after_one, generator.get_state())  # exactly one torch draw per call
+    with pytest.raises(ValueError, match="seed words"):
+        compat._TorchWords(np.zeros(4, np.uint64)).generate_state(9)
+
+
 def test_generator_reproducible_and_input_untouched():
     x, y = random_images(8, 3, 8, 8), torch.arange(8)
     before = x.clone()
@@ -423,48 +493,204 @@ def test_fast_collate_numba_kernel_matches_the_pytorch_path(mode):
         assert all(np.array_equal(np.asarray(s[0]), k) for s, k in zip(samples, kept))
 
 
+def _expected_rows(images, mode, lam, cut, boxes):
+    """The collate kernel's output from its definition: row i of sample i and its partner B-1-i by
+    its unit's parameters (pasted where cut, blended where lam < 1, copied otherwise)."""
+    from fastmix.backends.numba import collate
+
+    size = len(images)
+    rows = size // 2 if mode == collate.HALF else size
+    expected = []
+    for i in range(rows):
+        unit = {collate.BATCH: 0, collate.PAIR: min(i, size - 1 - i)}.get(mode, i)
+        own, other = images[i], images[size - 1 - i]
+        if cut[unit]:
+            y1, y2, x1, x2 = boxes[unit]
+            row = own.copy()
+            row[:, y1:y2, x1:x2] = other[:, y1:y2, x1:x2]
+        elif lam[unit] < 1:
+            row = rint_blend(own, other, lam[unit]).numpy()
+        else:
+            row = own.copy()
+        expected.append(row)
+    return np.stack(expected)
+
+
 @pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
-def test_collate_kernel_writes_every_returned_row_and_checks_its_arguments():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_collate_kernel_writes_every_returned_row(threads):
+    """Every mode's row-to-unit map, every row kind (blend pairs, blend next to paste, empty and
+    full boxes), odd sizes and B = 1, into a poisoned output; one thread runs the serial driver,
+    two the parallel one."""
     from fastmix.backends.numba import collate
 
     rng = np.random.default_rng(11)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for shape in [(3, 9, 11), (1, 1, 1), (2, 40, 3), (3, 130, 131)]:
+            _, height, width = shape
+            for mode in (collate.BATCH, collate.ELEM, collate.PAIR, collate.HALF):
+                for size in ([2, 4, 6] if mode in (collate.PAIR, collate.HALF) else [1, 3, 6]):
+                    images = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(size)]
+                    kept = [im.copy() for im in images]
+                    units = collate.units_of(mode, size)
+                    for draw in range(4):
+                        kind = rng.integers(0, 3, units) if draw else np.ones(units, np.int64)  # draw 0: all blend
+                        lam = np.where(kind == 0, 1.0, rng.random(units)).astype(np.float32)
+                        y = np.sort(rng.integers(0, height + 1, (units, 2)), axis=1)
+                        x = np.sort(rng.integers(0, width + 1, (units, 2)), axis=1)
+                        boxes = np.stack([y[:, 0], y[:, 1], x[:, 0], x[:, 1]], axis=1)
+                        rows = size // 2 if mode == collate.HALF else size
+                        out = np.full((rows, *shape), 77, dtype=np.uint8)  # poison: every byte must be rewritten
+                        result = collate.collate_mix(images, mode, lam, kind == 2, boxes, out=out)
+                        assert result is out
+                        expected = _expected_rows(images, mode, lam, kind == 2, boxes)
+                        assert np.array_equal(out, expected), (shape, mode, size, draw)
+                        assert np.array_equal(collate.collate_mix(images, mode, lam, kind == 2, boxes), expected)
+                    assert all(np.array_equal(a, k) for a, k in zip(images, kept))
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
+def test_collate_kernel_reads_sample_addresses_both_ways(monkeypatch):
+    """The data pointers read from the array objects (the fast path) equal __array_interface__'s,
+    and strided or subclassed samples (the slow path) give the same rows."""
+    from fastmix.backends.numba import collate
+
+    assert collate._DATA_OFFSET is not None  # CPython + NumPy's documented PyArrayObject layout
+    rng = np.random.default_rng(12)
+    base = rng.integers(0, 256, (6, 3, 7, 9), dtype=np.uint8)
+    images = [base[i] for i in range(6)]  # views with offsets into one buffer
+    ids = np.array([id(im) for im in images], np.int64) + collate._DATA_OFFSET
+    assert collate._load_words(ids).tolist() == [im.__array_interface__["data"][0] for im in images]
+    lam = rng.random(6).astype(np.float32)
+    cut = np.array([False, True, False, True, False, False])
+    boxes = np.tile([[1, 5, 2, 8]], (6, 1))
+    fast = collate.collate_mix(images, collate.ELEM, lam, cut, boxes)
+    expected = _expected_rows(images, collate.ELEM, lam, cut, boxes)
+    assert np.array_equal(fast, expected)
+    strided = [np.ascontiguousarray(im.transpose(1, 2, 0)).transpose(2, 0, 1) for im in images]
+    assert np.array_equal(collate.collate_mix(strided, collate.ELEM, lam, cut, boxes), expected)
+    subclass = type("Subclass", (np.ndarray,), {})
+    assert np.array_equal(collate.collate_mix([im.view(subclass) for im in images], collate.ELEM, lam, cut, boxes),
+                          expected)
+    monkeypatch.setattr(collate, "_DATA_OFFSET", None)
+    assert np.array_equal(collate.collate_mix(images, collate.ELEM, lam, cut, boxes), expected)
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
+def test_collate_kernel_checks_its_arguments():
+    from fastmix.backends.numba import collate
+
+    rng = np.random.default_rng(13)
     images = [rng.integers(0, 256, (3, 9, 11), dtype=np.uint8) for _ in range(6)]
-    addresses = np.array([im.ctypes.data for im in images], dtype=np.int64)
-    for rows in (6, 3):
-        kind = rng.integers(0, 3, rows).astype(np.int8)
-        w = rng.random(rows).astype(np.float32)
-        boxes = np.tile(np.array([[2, 7, 3, 9]]), (rows, 1))
-        out = np.full((rows, 3 * 9 * 11), 77, dtype=np.uint8)  # poison: every byte must be rewritten
-        collate.collate_mix_kernel(addresses, 6, 9, 11, kind, w, np.float32(1) - w, boxes, out)
-        expected = np.empty((rows, 3, 9, 11), np.uint8)
-        for i in range(rows):
-            own, other = images[i], images[5 - i]
-            if kind[i] == collate.BLEND:
-                mixed = own.astype(np.float32) * w[i] + other.astype(np.float32) * (np.float32(1) - w[i])
-                expected[i] = np.rint(mixed).astype(np.uint8)
-            else:
-                expected[i] = own
-                if kind[i] == collate.PASTE:
-                    expected[i][:, 2:7, 3:9] = other[:, 2:7, 3:9]
-        assert np.array_equal(out.reshape(expected.shape), expected), rows
-    ones = np.ones(6, np.float32)
-    zeros = np.zeros((6, 4), np.int64)
-    with pytest.raises(ValueError, match="rows must be"):
-        collate.collate_mix(images, 4, np.zeros(4, np.int8), ones[:4], ones[:4], zeros[:4])
-    with pytest.raises(ValueError, match="kind must"):
-        collate.collate_mix(images, 6, np.full(6, 3, np.int8), ones, ones, zeros)
-    with pytest.raises(ValueError, match="boxes must"):
-        collate.collate_mix(images, 6, np.full(6, 2, np.int8), ones, ones, np.tile([[0, 10, 0, 2]], (6, 1)))
-    with pytest.raises(ValueError, match="weights"):
-        collate.collate_mix(images, 6, np.ones(6, np.int8), ones * 2, ones, zeros)
-    with pytest.raises(ValueError, match="weights"):
-        collate.collate_mix(images, 6, np.ones(6, np.int8), ones, ones * np.nan, zeros)
-    with pytest.raises(ValueError, match="w must have"):
-        collate.collate_mix(images, 6, np.zeros(6, np.int8), ones[:5], ones, zeros)
+    ones, no, zeros = np.ones(6, np.float32), np.zeros(6, bool), np.zeros((6, 4), np.int64)
+    with pytest.raises(ValueError, match="mode must be"):
+        collate.collate_mix(images, 4, ones, no, zeros)
+    with pytest.raises(ValueError, match="even"):
+        collate.collate_mix(images[:5], collate.PAIR, ones[:2], no[:2], zeros[:2])
+    with pytest.raises(ValueError, match="non-empty"):
+        collate.collate_mix([], collate.ELEM, ones[:0], no[:0], zeros[:0])
+    with pytest.raises(ValueError, match="needs lam"):
+        collate.collate_mix(images, collate.PAIR, ones, no, zeros)  # 6 units given, 3 needed
+    with pytest.raises(ValueError, match="needs lam"):
+        collate.collate_mix(images, collate.ELEM, ones, no, zeros[:, :3])
+    for bad in (2.0, -0.5, np.nan):
+        with pytest.raises(ValueError, match="lam must lie"):
+            collate.collate_mix(images, collate.ELEM, np.where(np.arange(6) == 4, bad, 0.5), no, zeros)
+    for box in ([0, 10, 0, 2], [3, 2, 0, 2], [0, 2, -1, 2], [0, 2, 5, 12]):
+        with pytest.raises(ValueError, match="boxes must"):
+            collate.collate_mix(images, collate.ELEM, ones * 0.5, np.arange(6) == 2, np.tile([box], (6, 1)))
+    # a box is only read where the unit pastes: an out-of-image box of a blended unit is fine
+    collate.collate_mix(images, collate.ELEM, ones * 0.5, no, np.tile([[0, 99, 0, 99]], (6, 1)))
     with pytest.raises(ValueError, match="uint8"):
-        collate.collate_mix(images[:5] + [images[5].astype(np.int16)], 6, np.zeros(6, np.int8), ones, ones, zeros)
+        collate.collate_mix(images[:5] + [images[5].astype(np.int16)], collate.ELEM, ones, no, zeros)
+    with pytest.raises(ValueError, match="shape"):
+        collate.collate_mix(images[:5] + [images[5][:, :8]], collate.ELEM, ones, no, zeros)
+    with pytest.raises(ValueError, match="uint8 NumPy arrays"):
+        collate.collate_mix([torch.from_numpy(im) for im in images], collate.ELEM, ones, no, zeros)
+    with pytest.raises(ValueError, match="out must be a writable"):
+        collate.collate_mix(images, collate.ELEM, ones, no, zeros, out=np.empty((6, 3, 9, 10), np.uint8))
+    with pytest.raises(ValueError, match="share memory"):
+        stacked = np.stack(images)
+        collate.collate_mix(list(stacked), collate.ELEM, ones, no, zeros, out=stacked)
     with pytest.raises(ValueError, match="backend"):
         FastCollateMixup(num_classes=C, backend="cuda")
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
+@pytest.mark.parametrize("mode", ["batch", "elem", "pair", "half"])
+def test_collate_targets_equal_mixup_target_bit_for_bit(mode):
+    """The compiled targets against mixup_target (timm's formula in torch) on random labels and
+    lams: smoothing 0, 0.1 and 1, odd batches, repeated labels (a pair with one class)."""
+    from fastmix.backends.numba import collate
+
+    rng = np.random.default_rng(14)
+    code = collate.MODES[mode]
+    for size in ([2, 4, 8] if mode in ("pair", "half") else [1, 2, 5, 8]):
+        for smoothing in (0.0, 0.1, 1.0):
+            for classes in (1, 3, 1000):
+                labels = rng.integers(0, classes, size)
+                units = collate.units_of(code, size)
+                lam = np.where(rng.random(units) < 0.2, 1.0, rng.random(units)).astype(np.float32)
+                rows = size // 2 if mode == "half" else size
+                ours = collate.collate_targets(labels, code, lam, classes, smoothing, rows)
+                collate_fn = FastCollateMixup(mode=mode, num_classes=classes, label_smoothing=smoothing)
+                injected = TimmMixParams(torch.from_numpy(lam), torch.zeros(units, dtype=torch.bool),
+                                         torch.zeros(units, 4, dtype=torch.long))
+                lam_rows = collate_fn._per_sample(injected, size)[0]
+                expected = collate_fn._targets(torch.from_numpy(labels), injected, lam_rows)[:rows]
+                assert ours.dtype == torch.float32 and torch.equal(ours, expected), (size, smoothing, classes)
+    assert collate.collate_targets(np.array([0, 3]), collate.ELEM, np.ones(2, np.float32), 3, 0.1, 2) is None
+    assert collate.collate_targets(np.array([-1, 2]), collate.ELEM, np.ones(2, np.float32), 3, 0.1, 2) is None
+    with pytest.raises(ValueError, match="labels"):
+        collate.collate_targets(np.array([0, 1, 2, 0]), collate.PAIR, np.ones(4, np.float32), 3, 0.1, 4)
+    with pytest.raises(ValueError, match="labels"):
+        collate.collate_targets(np.array([0, 1]), collate.ELEM, np.ones(2, np.float32), 3, 0.1, 3)
+
+
+@pytest.mark.skipif(not numba_backend.available(), reason="numba is not installed")
+def test_fast_collate_targets_of_every_label_form():
+    """Class indices as Python ints, NumPy integers or 0-d tensors take the compiled targets;
+    soft labels, floats and out-of-range labels take (or are refused by) the general path, and
+    both backends agree."""
+    samples = uint8_samples(4, seed=15)
+    injected = params([0.3, 0.8], [False, True], [[0, 0, 0, 0], [1, 5, 2, 7]])
+    forms = {"int": [1, 4, 2, 7], "numpy": list(np.array([1, 4, 2, 7], np.int32)),
+             "tensor": [torch.tensor(v) for v in (1, 4, 2, 7)], "soft": [torch.eye(C)[v] for v in (1, 4, 2, 7)]}
+    for name, labels in forms.items():
+        batch = [(s[0], label) for s, label in zip(samples, labels)]
+        out = {backend: FastCollateMixup(num_classes=C, mode="pair", backend=backend)(batch, params=injected)
+               for backend in ("numba", "pytorch")}
+        assert torch.equal(out["numba"][0], out["pytorch"][0]) and torch.equal(out["numba"][1], out["pytorch"][1]), name
+    assert compat._class_indices([1, 2.5]) is None and compat._class_indices([True, False]) is None
+    assert compat._class_indices([[1], [2]]) is None and compat._class_indices([2 ** 64, 1]) is None
+    for labels in ([0, C, 1, 2], [0, -1, 1, 2]):
+        with pytest.raises(ValueError, match="class indices must lie"):
+            FastCollateMixup(num_classes=C, mode="pair", backend="numba")(
+                [(s[0], label) for s, label in zip(samples, labels)], params=injected)
+    with pytest.raises(ValueError, match="targets must be class indices"):
+        FastCollateMixup(num_classes=C, backend="numba")([(s[0], 0.5) for s in samples], params=params([0.5]))
+
+
+def test_split_samples_fast_path_equals_the_checked_loop():
+    arrays = [np.random.default_rng(i).integers(0, 256, (3, 4, 5), dtype=np.uint8) for i in range(4)]
+    for batch in ([(a, i) for i, a in enumerate(arrays)],
+                  [[torch.from_numpy(a), i, "extra"] for i, a in enumerate(arrays)],
+                  tuple((torch.from_numpy(a).permute(0, 2, 1), i) for i, a in enumerate(arrays))):
+        fast, slow = compat._split_samples(batch), compat._split_samples_one_by_one(batch)
+        assert fast[1] == slow[1] == [0, 1, 2, 3]
+        assert all(a.dtype == np.uint8 and np.shares_memory(a, b) and np.array_equal(a, b)
+                   for a, b in zip(fast[0], slow[0]))
+    errors = {"pair": [(arrays[0], 0), (arrays[1],)], "NumPy array or a torch.Tensor": [(arrays[0], 0), ([1, 2], 1)],
+              "uint8 CPU tensors": [(torch.from_numpy(arrays[0]).float(), 0)],
+              "one shape": [(arrays[0], 0), (arrays[1][:, :3], 1)], "must be \\[C, H, W\\]": [(arrays[0][0], 0)],
+              "images must be uint8": [(arrays[0], 0), (arrays[1].astype(np.int64), 1)]}
+    for message, batch in errors.items():
+        with pytest.raises((TypeError, ValueError), match=message):
+            compat._split_samples(batch)
 
 
 def test_fast_collate_falls_back_without_numba(monkeypatch):

@@ -232,12 +232,16 @@ def _blend_args():
     x = images(shape=(4, 3, 7, 9), dtype=torch.float32, seed=3)
     perm, lam = torch.tensor([3, 0, 1, 2]), torch.tensor([0.2, 0.9, 0.5, 0.0])
     boxes = torch.tensor([[1, 5, 2, 8], [0, 7, 0, 9], [3, 3, 1, 4], [-2, 4, 6, 20]])
+    g1, g2 = torch.rand(2, 4, 7, 9, generator=torch.Generator().manual_seed(4)).unbind(0)
+    shifts = torch.tensor([[1, -2], [-3, 5], [0, 0], [6, 8]])
     return x, {"mixup_blend": (ops.mixup_blend, (x, perm, lam, None, "auto")),
                "box_paste": (ops.box_paste, (x, perm, boxes, None, "auto")),
-               "box_fill": (ops.box_fill, (x, boxes, 2.0, None, "auto"))}
+               "box_fill": (ops.box_fill, (x, boxes, 2.0, None, "auto")),
+               "sage_mask_blend": (ops.sage_mask_blend, (x, perm, g1, g2, shifts, "auto")),
+               "sage_scores": (ops.sage_scores, (g1, g2, shifts, 1 << 20, "auto"))}
 
 
-@pytest.mark.parametrize("name", ["mixup_blend", "box_paste", "box_fill"])
+@pytest.mark.parametrize("name", ["mixup_blend", "box_paste", "box_fill", "sage_mask_blend", "sage_scores"])
 def test_call_runs_the_implementation_directly_and_gives_the_dispatched_result(name, monkeypatch):
     x, cases = _blend_args()
     op, args = cases[name]
@@ -248,7 +252,7 @@ def test_call_runs_the_implementation_directly_and_gives_the_dispatched_result(n
     direct = ops.call(op, *args)
     assert seen == [True]
     torch.testing.assert_close(direct, dispatched, rtol=0, atol=0)
-    assert direct.data_ptr() != x.data_ptr()
+    assert first_output(direct).data_ptr() != x.data_ptr()
 
 
 def test_call_goes_through_the_dispatcher_when_something_needs_it():

@@ -342,8 +342,15 @@ def timm_units(monkeypatch, options, batch, height, width, calls=1):
                          torch.cat([r.boxes for r in rows]))
 
 
-def fastmix_units(options, batch, height, width, calls=1):
-    mixer = Mixup(**options, generator=torch.Generator().manual_seed(54321))
+def fastmix_units(options, batch, height, width, calls=1, maker="Mixup"):
+    """fastmix's draws: Mixup's (NumPy), or FastCollateMixup's with numba (its draws finished in
+    the compiled timm_params_kernel, which tests/test_compat_timm.py checks equal bit for bit)."""
+    if maker == "Mixup":
+        mixer = Mixup(**options, generator=torch.Generator().manual_seed(54321))
+    else:
+        pytest.importorskip("numba")
+        mixer = FastCollateMixup(**options, generator=torch.Generator().manual_seed(54321), backend="numba")
+        assert mixer._compiled_params()
     rows = [mixer.make_params(batch, height, width) for _ in range(calls)]
     return TimmMixParams(torch.cat([r.lam for r in rows]), torch.cat([r.use_cutmix for r in rows]),
                          torch.cat([r.boxes for r in rows]))
@@ -366,10 +373,11 @@ def ks(a, b):
     return stats.ks_2samp(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)).pvalue
 
 
-def test_elem_draws_match_timms_distributions(monkeypatch):
+@pytest.mark.parametrize("maker", ["Mixup", "FastCollateMixup"])
+def test_elem_draws_match_timms_distributions(monkeypatch, maker):
     options = dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=0.9, switch_prob=0.4, mode="elem", num_classes=2)
     n, size = 6000, 32
-    theirs, ours = timm_units(monkeypatch, options, n, size, size), fastmix_units(options, n, size, size)
+    theirs, ours = timm_units(monkeypatch, options, n, size, size), fastmix_units(options, n, size, size, maker=maker)
     mixed_t, mixed_o = theirs.lam < 1, ours.lam < 1
     assert same_rate(int(mixed_t.sum()), n, int(mixed_o.sum()), n)
     assert same_rate(int(theirs.use_cutmix.sum()), int(mixed_t.sum()), int(ours.use_cutmix.sum()), int(mixed_o.sum()))
@@ -396,10 +404,11 @@ def test_cutmix_box_tests_detect_a_box_one_pixel_short(monkeypatch):
     assert ks(features_t["height"], old_height) < P_MIN
 
 
-def test_batch_mode_rates_match_timms(monkeypatch):
+@pytest.mark.parametrize("maker", ["Mixup", "FastCollateMixup"])
+def test_batch_mode_rates_match_timms(monkeypatch, maker):
     options = dict(mixup_alpha=1.0, cutmix_alpha=1.0, prob=0.6, switch_prob=0.3, mode="batch", num_classes=2)
     calls = 3000
-    theirs, ours = timm_units(monkeypatch, options, 2, 8, 8, calls), fastmix_units(options, 2, 8, 8, calls)
+    theirs, ours = timm_units(monkeypatch, options, 2, 8, 8, calls), fastmix_units(options, 2, 8, 8, calls, maker=maker)
     mixed_t, mixed_o = int((theirs.lam < 1).sum()), int((ours.lam < 1).sum())
     assert same_rate(mixed_t, calls, mixed_o, calls)
     assert same_rate(int(theirs.use_cutmix.sum()), mixed_t, int(ours.use_cutmix.sum()), mixed_o)

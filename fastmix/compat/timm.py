@@ -41,7 +41,9 @@ Checked against timm 1.0.31 (tests_peers/ compares with the real package). Kept 
 Deliberate differences:
 - Random draws come from a `torch.Generator` (`generator=`, keyword only; None: torch's global
   generator, so `torch.manual_seed` makes a run reproducible, not `np.random.seed`); one draw
-  of it per call seeds the NumPy generator that draws the call's parameters. The
+  of it per call (4 x 63 bits) seeds the NumPy generator (PCG64) that draws the call's parameters:
+  the coin flips and box centres of all units in one uniform draw (a centre is floor(u * side),
+  uniform over the pixels to within 2^-53), the lams in one Beta draw per operator. The
   parameters of a call can be drawn with `make_params` and injected with `params=...`.
 - Inputs are never modified: `Mixup` returns a new tensor (timm mixes `x` in place), and
   `FastCollateMixup` never writes into the samples (timm's 'pair' and 'half' CutMix write the
@@ -60,6 +62,7 @@ Deliberate differences:
 from __future__ import annotations
 
 import numbers
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,6 +160,20 @@ def bbox_at(img_shape, lam, cy, cx):
     return yl, yh, xl, xh
 
 
+def _boxes_at(lam: np.ndarray, centre, height: int, width: int) -> np.ndarray:
+    """int64 [n, 4] (y1, y2, x1, x2): `bbox_at` of n lams (float32 or float64, the arithmetic's
+    dtype as in bbox_at) around centres floor(u * side) of uniform draws u = centre[0] (rows) and
+    centre[1] (columns) in [0, 1), both image axes in one set of array ops."""
+    sides = np.array([[height], [width]], dtype=np.int64)
+    cut = (sides.astype(lam.dtype) * np.sqrt(1 - lam)).astype(np.int64)  # timm's int(img_h * ratio)
+    # floor(u * side) is uniform over [0, side) to within 2^-53; the minimum only guards rounding
+    middle = np.minimum((np.asarray(centre) * sides).astype(np.int64), sides - 1)
+    boxes = np.empty((lam.shape[0], 4), dtype=np.int64)
+    boxes[:, 0::2] = np.maximum(middle - cut // 2, 0).T  # the centre is < side: no upper clip needed
+    boxes[:, 1::2] = np.minimum(middle + (cut + 1) // 2, sides).T  # and >= 0: no lower clip
+    return boxes
+
+
 def rand_bbox(img_shape, lam, margin=0., count=None, *, generator: torch.Generator | None = None):
     """timm's rand_bbox: a CutMix box of `lam` around a uniform integer centre.
 
@@ -199,6 +216,39 @@ def cutmix_bbox_and_lam(img_shape, lam, ratio_minmax=None, correct_lam=True, cou
 
 
 # ---- parameters ----------------------------------------------------------------------------------
+
+_SWITCH, _MIXUP_ONLY, _CUTMIX_ONLY = 0, 1, 2  # as fastmix.backends.numba.collate's constants
+_NO_DRAWS = np.zeros(0)
+
+
+class _TorchWords(np.random.bit_generator.ISeedSequence):
+    """Seed words drawn from a torch.Generator, given to a NumPy bit generator as they are
+    (NumPy's SeedSequence would hash a single integer seed into them: 10-20 us per call, more
+    than all of a call's draws; the torch draws are already uniformly random)."""
+
+    def __init__(self, words: np.ndarray):
+        self.words = words
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        words = self.words.view(dtype)
+        if n_words > words.size:
+            raise ValueError(f"{n_words} seed words asked for, {words.size} drawn")
+        return words[:n_words].copy()
+
+
+def _call_rng(generator: torch.Generator | None) -> np.random.Generator:
+    """The NumPy generator of one call: PCG64 seeded with 4 x 63 bits drawn from `generator` (one
+    torch draw; None: torch's global generator), so torch.manual_seed or the generator's seed
+    fixes every draw of the call."""
+    if generator is None or generator.device.type == "cpu":
+        # torch writes the words straight into the NumPy array (63 random bits each): half the
+        # cost of torch.randint and a conversion in a loader worker
+        words = np.empty(4, dtype=np.int64)
+        torch.from_numpy(words).random_(generator=generator)
+    else:
+        words = torch.randint(0, 2 ** 63 - 1, (4,), generator=generator, device=generator.device).cpu().numpy()
+    return np.random.Generator(np.random.PCG64(_TorchWords(words.view(np.uint64))))
+
 
 @dataclass
 class TimmMixParams:
@@ -302,57 +352,75 @@ class Mixup:
     def make_params(self, batch: int, height: int, width: int) -> TimmMixParams:
         """Draw the parameters of one call for a [batch, C, height, width] input."""
         units = self.units(batch)
-        lam = torch.ones(units)
-        use_cutmix = torch.zeros(units, dtype=torch.bool)
-        boxes = torch.zeros(units, 4, dtype=torch.long)
         if not self.mixup_enabled or units == 0:
-            return TimmMixParams(lam, use_cutmix, boxes)
-        # One torch draw seeds a NumPy generator for all of this call's draws: in a loader worker
-        # each torch draw helper costs 50-150 us (measured, caches cold after the image pass),
-        # NumPy's draws a few us, and FastCollateMixup's image pass itself takes ~2 ms.
-        rng = draws.numpy_rng(self.generator)
-        use_cutmix = np.zeros(units, dtype=bool)
-        if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
-            use_cutmix = rng.random(units) < self.switch_prob
-            cut_lam = rng.beta(self.cutmix_alpha, self.cutmix_alpha, units)
-            lam_draw = np.where(use_cutmix, cut_lam, rng.beta(self.mixup_alpha, self.mixup_alpha, units))
-        elif self.mixup_alpha > 0:
-            lam_draw = rng.beta(self.mixup_alpha, self.mixup_alpha, units)
+            return TimmMixParams._drawn(np.ones(units, np.float32), np.zeros(units, dtype=bool),
+                                        np.zeros((units, 4), dtype=np.int64))
+        # One torch draw seeds a NumPy generator for all of this call's draws, which are made in
+        # two or three NumPy calls: in a loader worker (caches cold) each torch op costs ~50 us,
+        # each NumPy call or array operation 3-10 us, and FastCollateMixup's image pass 1-2 ms.
+        rng = _call_rng(self.generator)
+        flips = rng.random((4, units))  # every unit's switch and mix coin flips and box centre (y, x)
+        cut_lam = rng.beta(self.cutmix_alpha, self.cutmix_alpha, units) if self.cutmix_alpha > 0 else _NO_DRAWS
+        mix_lam = rng.beta(self.mixup_alpha, self.mixup_alpha, units) if self.mixup_alpha > 0 else _NO_DRAWS
+        operators = (_SWITCH if self.mixup_alpha > 0 and self.cutmix_alpha > 0
+                     else _MIXUP_ONLY if self.mixup_alpha > 0 else _CUTMIX_ONLY)
+        per_unit = self._PER_UNIT[self.mode]
+        if self.cutmix_minmax is None and self._compiled_params():
+            collate = _numba_collate()
+            lam, cut, boxes = np.empty(units, np.float32), np.empty(units, bool), np.empty((units, 4), np.int64)
+            collate.timm_params_kernel(flips, cut_lam, mix_lam, operators, self.switch_prob, self.mix_prob, per_unit,
+                                       self.correct_lam, height, width, lam, cut, boxes)
+            return TimmMixParams._drawn(lam, cut, boxes)
+        return TimmMixParams._drawn(*self._finish_params(flips, cut_lam, mix_lam, operators, height, width))
+
+    def _compiled_params(self) -> bool:
+        """Whether make_params finishes its draws in numba (fastmix.backends.numba.collate
+        .timm_params_kernel, equal to `_finish_params` bit for bit): FastCollateMixup with numba;
+        Mixup never imports numba for it."""
+        return False
+
+    def _finish_params(self, flips, cut_lam, mix_lam, operators, height: int, width: int):
+        """(lam float32 [n], use_cutmix bool [n], boxes int64 [n, 4]) from the call's random draws
+        (see make_params), with NumPy array operations."""
+        units = flips.shape[1]
+        if operators == _SWITCH:
+            use_cutmix = flips[0] < self.switch_prob
+            lam_draw = np.where(use_cutmix, cut_lam, mix_lam)
+        elif operators == _MIXUP_ONLY:
+            use_cutmix, lam_draw = np.zeros(units, dtype=bool), mix_lam
         else:
-            use_cutmix = np.ones(units, dtype=bool)
-            lam_draw = rng.beta(self.cutmix_alpha, self.cutmix_alpha, units)
-        mixed = rng.random(units) < self.mix_prob
-        lam = np.where(mixed, lam_draw.astype(np.float32), np.float32(1.0))
-        use_cutmix = use_cutmix & (lam < 1.0)  # timm only touches units whose lam is not 1
+            use_cutmix, lam_draw = np.ones(units, dtype=bool), cut_lam
+        lam = np.where(flips[1] < self.mix_prob, lam_draw.astype(np.float32), np.float32(1.0))
+        use_cutmix &= lam < 1.0  # timm only touches units whose lam is not 1
         boxes = np.zeros((units, 4), dtype=np.int64)
-        count = int(use_cutmix.sum())
-        if count:
-            lam_cut = lam[use_cutmix]
-            if not self._PER_UNIT[self.mode]:
-                lam_cut = lam_cut.astype(np.float64)  # timm's per-batch lam is a Python float
-            (y1, y2, x1, x2), corrected = self._draw_boxes(lam_cut, height, width, count, rng)
+        if not use_cutmix.any():
+            return lam, use_cutmix, boxes
+        if self.cutmix_minmax is not None:
+            (y1, y2, x1, x2), corrected = self._draw_minmax_boxes(height, width, int(use_cutmix.sum()))
             boxes[use_cutmix] = np.stack([y1, y2, x1, x2], axis=1)
             lam[use_cutmix] = np.asarray(corrected, dtype=np.float32)
-        return TimmMixParams._drawn(lam, use_cutmix, boxes)
+            return lam, use_cutmix, boxes
+        # Every unit's box is computed (a handful of array ops, whatever the count) and those of
+        # the units that blend or stay unmixed are zeroed. timm computes a per-batch box from its
+        # Python-float lam (float64), per-unit boxes from float32 lams.
+        boxes = _boxes_at(lam if self._PER_UNIT[self.mode] else lam.astype(np.float64), flips[2:], height, width)
+        boxes *= use_cutmix[:, None]
+        if self.correct_lam:
+            area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
+            lam = np.where(use_cutmix, (1. - area / float(height * width)).astype(np.float32), lam)
+        return lam, use_cutmix, boxes
 
-    def _draw_boxes(self, lam: np.ndarray, height: int, width: int, count: int, rng: np.random.Generator):
+    def _draw_minmax_boxes(self, height: int, width: int, count: int):
+        """`count` boxes of `cutmix_minmax` and their area-corrected lams (timm's rand_bbox_minmax)."""
         shape = (height, width)
-        if self.cutmix_minmax is not None:
-            lo, hi = self.cutmix_minmax
-            for size in shape:
-                if int(size * hi) <= int(size * lo):
-                    raise ValueError(f"cutmix_minmax={self.cutmix_minmax} leaves no box size for an image side of "
-                                     f"{size} px: int({size}*{lo}) = {int(size * lo)} >= int({size}*{hi}) = "
-                                     f"{int(size * hi)}")
-            return cutmix_bbox_and_lam(shape, lam, self.cutmix_minmax, self.correct_lam, count=count,
-                                       generator=self.generator)
-        cy = rng.integers(0, height, count)
-        cx = rng.integers(0, width, count)
-        box = bbox_at(shape, lam, cy, cx)
-        if not self.correct_lam:
-            return box, lam
-        yl, yh, xl, xh = box
-        return box, 1. - (yh - yl) * (xh - xl) / float(height * width)
+        lo, hi = self.cutmix_minmax
+        for size in shape:
+            if int(size * hi) <= int(size * lo):
+                raise ValueError(f"cutmix_minmax={self.cutmix_minmax} leaves no box size for an image side of "
+                                 f"{size} px: int({size}*{lo}) = {int(size * lo)} >= int({size}*{hi}) = "
+                                 f"{int(size * hi)}")
+        return cutmix_bbox_and_lam(shape, None, self.cutmix_minmax, self.correct_lam, count=count,
+                                   generator=self.generator)
 
     def _check_call(self, batch: int, params: TimmMixParams | None, height: int, width: int) -> TimmMixParams:
         if params is None:
@@ -447,9 +515,14 @@ class FastCollateMixup(Mixup):
 
     Speed: with numba (the `cpu` extra) one fused kernel (fastmix.backends.numba.collate) writes
     each returned row once, straight from the samples (no intermediate stack; B/2 rows in
-    'half' mode). Without it (or `backend="pytorch"`, keyword only, not in timm) the batch is
-    stacked once, pasted boxes are copied from the partner samples and blended samples go
-    through a per-sample float32 blend that stays in cache. Both give timm's bytes exactly.
+    'half' mode; both rows of a blended pair from one read of the two samples), and the rest of
+    the call is a few compiled loops (the parameters after their NumPy draws, the targets) and
+    whole-list checks, ~0.1 ms per call warm, 0.4-0.5 ms with the caches cold: the whole call
+    took 0.85-1.47x the time of a plain `torch.stack` collate at B=64 3x224x224 on one thread
+    (benchmarks/results/cpu/collate.md). Without numba (or
+    `backend="pytorch"`, keyword only, not in timm) the batch is stacked once, pasted boxes are
+    copied from the partner samples and blended samples go through a per-sample float32 blend
+    that stays in cache. Both give timm's bytes exactly, and the same parameters for a seed.
     """
 
     _PER_UNIT = {"batch": False, "half": True, "elem": True, "pair": True}  # 'half': B/2 per-sample draws
@@ -465,26 +538,79 @@ class FastCollateMixup(Mixup):
             raise RuntimeError("backend='numba' needs numba (pip install fastmix[cpu]); it is not available")
         self.backend = backend
 
+    def _compiled_params(self) -> bool:
+        return self.backend != "pytorch" and _numba_available()
+
     def __call__(self, batch, _=None, *, params: TimmMixParams | None = None):
         images, targets = _split_samples(batch)
         size = len(images)
         _, height, width = images[0].shape
         params = self._check_call(size, params, height, width)
         self.last_params = params
-        lam, use_cutmix, boxes = self._per_sample(params, size)
         rows = size // 2 if self.mode == "half" else size
         if self.backend != "pytorch" and _numba_available():
-            output = _collate_mix_fused(images, rows, lam, use_cutmix, boxes)
-        else:
-            output = _collate_mix(images, rows, lam, use_cutmix, boxes)
+            collate = _numba_collate()
+            mode = collate.MODES[self.mode]
+            lam = params.lam.numpy()
+            # The targets first: small work that runs about twice as fast before the image pass
+            # has flushed the caches; a label out of range (None) is reported by the general path.
+            labels = None if self.multi_label else _class_indices(targets)
+            target = None if labels is None else collate.collate_targets(labels, mode, lam, self.num_classes,
+                                                                         self.label_smoothing, rows)
+            if target is None:
+                target = self._targets(torch.utils.data.default_collate(targets), params,
+                                       self._per_sample(params, size)[0])[:rows]
+            output = torch.from_numpy(collate.collate_mix(images, mode, lam, params.use_cutmix.numpy(),
+                                                          params.boxes.numpy()))
+            return output, target
+        lam, use_cutmix, boxes = self._per_sample(params, size)
+        output = _collate_mix(images, rows, lam, use_cutmix, boxes)
         target = self._targets(torch.utils.data.default_collate(targets), params, lam)
         return output, target[:rows]
+
+
+def _class_indices(targets: list) -> np.ndarray | None:
+    """int64 [B] of a list of integer class indices (Python or NumPy integers, 0-d integer
+    tensors), which default_collate would turn into an integer tensor [B]; None for any other
+    targets (soft labels, floats, bools, nested lists), which take the general path."""
+    try:
+        labels = np.array(targets)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.dtype.itemsize > 8:
+        return None
+    if labels.dtype.kind == "u" and labels.size and labels.max() > np.iinfo(np.int64).max:
+        return None
+    return labels.astype(np.int64, copy=False)
+
+
+_DTYPE, _SHAPE = operator.attrgetter("dtype"), operator.attrgetter("shape")
 
 
 def _split_samples(batch):
     """(uint8 NumPy arrays [C, H, W] sharing the samples' memory, targets) of a list of samples."""
     if not isinstance(batch, (list, tuple)) or len(batch) == 0:
         raise ValueError("FastCollateMixup needs a non-empty list of (image, target) samples")
+    # The usual batch (tuples or lists of a NumPy array or a CPU tensor and a target, all of one
+    # dtype and shape) is checked with a few whole-list passes; anything else goes through the
+    # sample-by-sample loop, which reports the first bad sample.
+    if set(map(type, batch)) <= {tuple, list} and min(map(len, batch)) >= 2:
+        images = [sample[0] for sample in batch]
+        first = images[0]
+        kinds = set(map(type, images))
+        if kinds == {np.ndarray} and first.dtype == np.uint8 and first.ndim == 3 and 0 not in first.shape:
+            if set(map(_DTYPE, images)) == {first.dtype} and set(map(_SHAPE, images)) == {first.shape}:
+                return images, [sample[1] for sample in batch]
+        elif (kinds == {torch.Tensor} and first.dtype == torch.uint8 and first.device.type == "cpu"
+              and first.dim() == 3 and 0 not in first.shape):
+            shape = first.shape
+            if all(image.dtype is torch.uint8 and image.device == first.device and image.shape == shape
+                   for image in images):
+                return [image.detach().numpy() for image in images], [sample[1] for sample in batch]
+    return _split_samples_one_by_one(batch)
+
+
+def _split_samples_one_by_one(batch):
     images, targets = [], []
     shape = None
     for index, sample in enumerate(batch):
@@ -513,20 +639,26 @@ def _split_samples(batch):
 
 
 def _numba_available() -> bool:
-    from ..backends import numba as numba_backend
-    return numba_backend.available()
+    global _NUMBA_BACKEND
+    if _NUMBA_BACKEND is None:  # the module, not its answer: available() follows FASTMIX_DISABLE_NUMBA
+        from ..backends import numba as numba_backend
+        _NUMBA_BACKEND = numba_backend
+    return _NUMBA_BACKEND.available()
 
 
-def _collate_mix_fused(images: list, rows: int, lam: torch.Tensor, use_cutmix: torch.Tensor,
-                       boxes: torch.Tensor) -> torch.Tensor:
-    """`_collate_mix` in one numba pass: each returned row written once from the samples."""
-    from ..backends.numba import collate
+_NUMBA_BACKEND = None
 
-    lam, use_cutmix = lam[:rows].numpy(), use_cutmix[:rows].numpy()
-    kind = np.where(use_cutmix, collate.PASTE, np.where(lam < 1.0, collate.BLEND, collate.COPY)).astype(np.int8)
-    weight = lam.astype(np.float32)
-    return torch.from_numpy(collate.collate_mix(images, rows, kind, weight, np.float32(1.0) - weight,
-                                                boxes[:rows].numpy()))
+
+def _numba_collate():
+    """fastmix.backends.numba.collate, imported on first use (numba is optional)."""
+    global _COLLATE
+    if _COLLATE is None:
+        from ..backends.numba import collate
+        _COLLATE = collate
+    return _COLLATE
+
+
+_COLLATE = None
 
 
 def _collate_mix(images: list, rows: int, lam: torch.Tensor, use_cutmix: torch.Tensor,

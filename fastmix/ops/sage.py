@@ -12,8 +12,8 @@ import torch
 from ..backends.pytorch import sage as torch_sage
 from ..backends.pytorch.blend import compute_dtype
 from ..backends.pytorch.gaussian import gaussian_kernel1d
-from ._backend import (FLOATS, INDICES, MAP_FLOATS, check_images, check_perm_meta, check_tensor, perm_on_device,
-                       perm_to, resolve)
+from ._backend import (FLOATS, INDICES, MAP_FLOATS, check_images, check_perm_meta, check_tensor, custom_op,
+                       perm_on_device, perm_to, resolve)
 
 
 def _check_grad(grad, perm, mass, kernel_size):
@@ -34,7 +34,7 @@ def _check_maps(g1, g2):
     check_tensor(g2, "g2", tuple(g1.shape), (g1.dtype,), g1.device)
 
 
-@torch.library.custom_op("fastmix::sage_saliency", mutates_args=())
+@custom_op("fastmix::sage_saliency")
 def sage_saliency(grad: torch.Tensor, perm: torch.Tensor, mass: torch.Tensor, kernel_size: int = 5,
                   sigma: float = 1.0, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """(G1, G2) [B, H, W]: s = mean over channels of |grad| ([B, C, H, W]; a saliency map is
@@ -70,7 +70,7 @@ def _check_shifts(g1, shifts):
         raise ValueError("shifts must hold at least one candidate")
 
 
-@torch.library.custom_op("fastmix::sage_scores", mutates_args=())
+@custom_op("fastmix::sage_scores")
 def sage_scores(g1: torch.Tensor, g2: torch.Tensor, shifts: torch.Tensor,
                 chunk_elements: int = torch_sage.DEFAULT_CHUNK_ELEMENTS,
                 backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +108,7 @@ def _check_mask_blend(images, perm, g1, g2, shifts):
     check_tensor(shifts, "shifts", (batch, 2), INDICES, images.device)
 
 
-@torch.library.custom_op("fastmix::sage_mask_blend", mutates_args=())
+@custom_op("fastmix::sage_mask_blend")
 def sage_mask_blend(images: torch.Tensor, perm: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor,
                     shifts: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mixed, M [B, H, W], lam [B]) with T = G2 shifted by shifts[b] = (dy, dx) (zero fill),
