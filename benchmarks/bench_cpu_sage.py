@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -99,14 +100,20 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     official = load_official(args.official)
+    load_before = os.getloadavg()[0]
     rows = [run_case(*case, args.repeats, official, args.slow_budget_s) for case in CASES if case[2] <= args.max_side]
+    load_after = os.getloadavg()[0]
+    for r in rows:  # the machine is shared: its load belongs with every number
+        r["load_average_1min_start_end"] = [round(load_before, 2), round(load_after, 2)]
     lines = ["# SAGE on the CPU: fastmix vs the official sage() and the reference structure", "",
              f"One run of `python -m benchmarks.bench_cpu_sage`, {torch.get_num_threads()} thread(s), torch "
              f"{torch.__version__}; median ms per call, contenders interleaved. official = SamsungLabs/SAGE "
              "utils_SAGE.py sage() run from a scratch folder (not in the repo) on the same tensors and K; "
              "reference = benchmarks/reference_sage.py (injected draws). numba = fastmix.sage_mix(backend='numba'), "
              "the CPU default when numba is installed; pytorch = the PyTorch path (the CPU path before the "
-             "numba kernels).", "",
+             "numba kernels). Machine load (1-minute load average, "
+             f"{os.cpu_count()} CPUs, shared with other jobs): {load_before:.2f} at the start, "
+             f"{load_after:.2f} at the end.", "",
              "| case | K | official ms | reference ms | reference / official | fastmix numba ms | "
              "official / numba | fastmix PyTorch ms | PyTorch / numba | same shifts as reference |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

@@ -51,15 +51,19 @@ from examples.dali_classification import CLASSES, MEAN, STD, write_image_folder
 from examples.dali_copy_paste_coco import write_coins_coco
 
 OPERATORS = ("mixup", "mixup_dali", "cutmix", "cutout", "saliencymix", "saliencymix_python", "sage_mix",
-             "copy_paste")
+             "sage_mix_python", "copy_paste", "copy_paste_python")
 # Rows that time a non-default implementation: (fastmix.dali operator, its options).
-VARIANTS = {"mixup_dali": ("mixup", {"impl": "dali"}), "saliencymix_python": ("saliencymix", {"impl": "python"})}
+VARIANTS = {"mixup_dali": ("mixup", {"impl": "dali"}), "saliencymix_python": ("saliencymix", {"impl": "python"}),
+            "sage_mix_python": ("sage_mix", {"impl": "python"}),
+            "copy_paste_python": ("copy_paste", {"impl": "python"})}
 MECHANISM = {"mixup": "numba_function (impl='auto' on CPU uint8)", "mixup_dali": "DALI operators (impl='dali')",
              "cutmix": "DALI operators", "cutout": "DALI operators",
              "saliencymix": "numba_function saliency peaks + DALI operators (impl='auto' on CPU uint8)",
              "saliencymix_python": "python function (impl='python')",
-             "sage_mix": "python function (PyTorch/numba kernels)",
-             "copy_paste": "python function (PyTorch kernels)"}
+             "sage_mix": "numba_function (impl='auto' on CPU float32, model-free saliency)",
+             "sage_mix_python": "python function (impl='python': fastmix.sage_mix, PyTorch/numba kernels)",
+             "copy_paste": "numba_function (impl='auto' on CPU uint8 / float32, output_size given, hard blend)",
+             "copy_paste_python": "python function (impl='python': fastmix.copy_paste, numba kernels)"}
 
 
 def source_size(size: int) -> int:
@@ -73,7 +77,8 @@ def _version(name: str):
         return importlib.metadata.version(name)
     except Exception:  # not installed
         return None
-FLOAT_INPUT = ("sage_mix",)  # SAGE mixes normalised CHW float images; the others the decoded HWC uint8
+# SAGE mixes normalised CHW float images; the others the decoded HWC uint8
+FLOAT_INPUT = ("sage_mix", "sage_mix_python")
 
 
 def _classification_pipeline(root, operator, mode, *, batch, size, device_id, seed):
@@ -98,7 +103,7 @@ def _mix_in_loop(operator, images, labels, generator):
     """The training-loop version: the fastmix PyTorch operator on the iterator's batch."""
     operator = VARIANTS.get(operator, (operator, {}))[0]
     x = images if operator in FLOAT_INPUT else images.permute(0, 3, 1, 2)  # HWC batch -> channels_last NCHW
-    if operator == "sage_mix":
+    if operator in ("sage_mix", "sage_mix_python"):
         result = fastmix.sage_mix(x, saliency=fastmix.image_saliency(x, None), generator=generator)
     elif operator == "saliencymix":
         result = fastmix.saliencymix(x, value_range=None, generator=generator)
@@ -153,7 +158,7 @@ def bench_classification(root, operator, *, batch, size, batches, warmup, device
     return rates
 
 
-def _copy_paste_pipeline(image_dir, annotations, mode, *, batch, size, device_id, seed):
+def _copy_paste_pipeline(image_dir, annotations, mode, *, batch, size, device_id, seed, options=None):
     decoder_device = "cpu" if device_id is None else "mixed"
 
     @pipeline_def(batch_size=batch, num_threads=max(1, min(4, os.cpu_count() or 1)), device_id=device_id, seed=seed)
@@ -166,7 +171,7 @@ def _copy_paste_pipeline(image_dir, annotations, mode, *, batch, size, device_id
             masks = masks.gpu()
         if mode != "in_pipeline":
             return images, masks, labels
-        out = fmd.copy_paste(images, masks, labels, output_size=(size, size))
+        out = fmd.copy_paste(images, masks, labels, output_size=(size, size), **(options or {}))
         return out.images, out.masks, out.labels
 
     return pipe()
@@ -178,12 +183,12 @@ def _samples(tensor_list):
     return [torch.from_numpy(np.array(tensor_list[i])) for i in range(len(tensor_list))]
 
 
-def bench_copy_paste(image_dir, annotations, *, batch, size, batches, warmup, device_id, seed=0):
+def bench_copy_paste(image_dir, annotations, *, batch, size, batches, warmup, device_id, seed=0, options=None):
     rates = {}
     device = "cpu" if device_id is None else "cuda"
     for mode in ("baseline", "in_pipeline", "after_pipeline"):
         pipe = _copy_paste_pipeline(image_dir, annotations, mode, batch=batch, size=size, device_id=device_id,
-                                    seed=seed)
+                                    seed=seed, options=options)
         pipe.build()
         generator = torch.Generator().manual_seed(seed)
         clock = None
@@ -211,10 +216,10 @@ def run(operators=OPERATORS, *, batch=32, size=224, batches=10, warmup=2, device
         root = write_image_folder(os.path.join(tmp, "folder"), per_class=per_class, size=source_size(size))
         coco = None
         for operator in operators:
-            if operator == "copy_paste":
+            if operator in ("copy_paste", "copy_paste_python"):
                 coco = coco or write_coins_coco(os.path.join(tmp, "coco"), tiles=(4, 4))
                 rates = bench_copy_paste(*coco, batch=min(batch, 16), size=size, batches=batches, warmup=warmup,
-                                         device_id=device_id, seed=seed)
+                                         device_id=device_id, seed=seed, options=VARIANTS.get(operator, (None, {}))[1])
             else:
                 rates = bench_classification(root, operator, batch=batch, size=size, batches=batches, warmup=warmup,
                                              device_id=device_id, seed=seed)

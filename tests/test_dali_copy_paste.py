@@ -48,7 +48,7 @@ def copy_paste_pipeline(data, *, seed=3, chw_float=False, with_boxes=False, **op
         m = fn.external_source(source=lambda: masks, batch=True)
         lab = fn.external_source(source=lambda: labels, batch=True)
         box = fn.external_source(source=lambda: boxes, batch=True) if with_boxes else None
-        out = fmd.copy_paste(x, m, lab, boxes=box, **options)
+        out = fmd.copy_paste(x, m, lab, boxes=box, impl="python", **options)  # replayed by its seed
         return out.images, out.masks, out.boxes, out.labels, out.perm, out.seed
 
     return pipe()

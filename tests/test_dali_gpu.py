@@ -153,12 +153,42 @@ def test_saliencymix_on_the_gpu_never_waits_for_the_device():
     run_without_a_sync(gpu_pipeline(fmd.saliencymix, per_sample=True))
 
 
-def test_sage_mix_on_the_gpu_never_waits_for_the_device():
-    """perm and the mass are consumed on the device (a device-side assert checks perm); with a
-    deterministic search no seed is read either, so the batch function never synchronises."""
-    pipe = gpu_pipeline(fmd.sage_mix, float_chw=True, search="exhaustive")
+@pytest.mark.parametrize("search", ["exhaustive", "random"])
+def test_sage_mix_on_the_gpu_never_waits_for_the_device(search):
+    """perm and the mass are consumed on the device (a device-side assert checks perm); the random
+    search's candidate shifts are drawn by DALI on the CPU and reach the GPU operator as an input,
+    so no seed is read on the host either: the batch function never synchronises."""
+    pipe = gpu_pipeline(fmd.sage_mix, float_chw=True, search=search, rand_pos=0.02)
     pipe.run()  # warm-up: kernels compile, pinned buffers are allocated
     run_without_a_sync(pipe)
+
+
+def test_sage_mix_on_the_gpu_draws_what_the_cpu_numba_path_draws():
+    """The same seed gives a GPU pipeline (python function on DALI's stream) and a CPU pipeline
+    (compiled numba_function) the same perm, mass and candidate shifts, so the same chosen shifts;
+    the images agree to float rounding."""
+    options = {"rand_pos": 0.02, "per_sample_shifts": True, "per_sample_mass": True}
+    rng = np.random.default_rng(4)
+    batches = [[rng.normal(size=(3, HEIGHT, WIDTH)).astype(np.float32) for _ in range(BATCH)]
+               for _ in range(ITERATIONS)]
+
+    def build(device_id, impl):
+        @pipeline_def(batch_size=BATCH, num_threads=2, device_id=device_id, seed=21)
+        def pipe():
+            x = fn.external_source(source=batches, cycle=True, batch=True, layout="CHW", dtype=types.FLOAT)
+            mix = fmd.sage_mix(x.gpu() if device_id is not None else x, impl=impl, **options)
+            return mix.images, mix.perm, mix.shifts, mix.mass
+
+        p = pipe()
+        p.build()
+        return p
+
+    on_gpu, on_cpu = build(0, "python"), build(None, "numba")
+    for _ in range(ITERATIONS):
+        gpu_out, cpu_out = on_gpu.run(), on_cpu.run()
+        for index in (1, 2, 3):  # perm, shifts, mass
+            assert torch.equal(stacked(gpu_out[index], "cpu"), stacked(cpu_out[index], "cpu"))
+        assert_images_close(stacked(gpu_out[0], "cpu"), stacked(cpu_out[0], "cpu"))
 
 
 def run_plus_one(record):

@@ -281,8 +281,8 @@ def test_cache_falls_back_to_the_user_dir_for_a_read_only_install(tmp_path):
         x = np.arange(24, dtype=np.uint8).reshape(2, 12); out = np.empty_like(x)
         w = np.array([0.25, 0.5], np.float32); w1 = np.float32(1) - w
         perm = np.array([1, 0])
-        module.mixup_u8(x, perm, module.partner_walk(perm), w, w1, out)
-        stats = module.mixup_u8.stats
+        module.mixup(x, perm, module.partner_walk(perm), w, w1, out)
+        stats = module.mixup.stats
         print(int(out.sum()), sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
     """)
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
@@ -476,3 +476,14 @@ def test_fastmix_disable_numba_falls_back_to_pytorch(monkeypatch):
         monkeypatch.delenv("FASTMIX_DISABLE_NUMBA")
         numba_backend.available.cache_clear()
     assert numba_backend.available()
+
+
+def test_serial_threshold_follows_the_threading_layer():
+    """Serial below 2^20 elements only where a parallel launch is expensive (numba's workqueue
+    layer); with TBB or OpenMP the parallel kernels start at 2^14."""
+    import numba
+
+    from fastmix.backends.numba import _runtime
+
+    limit = _runtime.serial_max_elements()
+    assert limit == (1 << 20 if numba.threading_layer() == "workqueue" else 1 << 14)

@@ -21,9 +21,12 @@ Operators: :func:`mixup`, :func:`cutmix`, :func:`cutout`, :func:`saliencymix`, :
   arithmetic, ``fn.multi_paste``, ``fn.erase``; :mod:`fastmix.dali.native`): the pipeline
   serializes and checkpoints, and they run on DALI's threads or GPU kernels. On the CPU, Mixup
   defaults to one compiled pass in DALI's ``numba_function`` (``impl="dali"`` to serialize),
-  and SaliencyMix of uint8 images finds its saliency peaks in a compiled ``numba_function``
-  kernel and pastes with DALI operators.
-* SaliencyMix (GPU, float images, saliency inputs), SAGE and Copy-Paste run fastmix's kernels
+  SaliencyMix of uint8 images finds its saliency peaks in a compiled ``numba_function``
+  kernel and pastes with DALI operators, and SAGE of float32 images (model-free saliency) and
+  Copy-Paste of uint8 / float32 images (hard blend, ``output_size`` given) run as one compiled
+  ``numba_function`` each (:mod:`fastmix.dali.numba_sage`, :mod:`fastmix.dali.numba_copy_paste`),
+  all without the GIL.
+* SaliencyMix, SAGE and Copy-Paste otherwise (GPU, other dtypes, saliency inputs) run fastmix's kernels
   in one ``fn.dl_tensor_python_function(batch_processing=True, synchronize_stream=False)`` per batch,
   on DALI's CUDA stream for GPU images (not serializable: DALI cannot serialize python code).
 * The random parameters come from DALI's seeded operators (``fn.batch_permutation``,

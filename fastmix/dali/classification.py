@@ -5,8 +5,10 @@ DataNodes (images, optional labels, optional saliency) and returns a :class:`Mix
 
 * Mixup, CutMix and CutOut are composed from DALI's own operators (:mod:`fastmix.dali.native`):
   the pipeline serializes, checkpoints and runs them on DALI's threads, on the CPU or the GPU.
-* SaliencyMix and SAGE run fastmix's kernels in one ``fn.dl_tensor_python_function`` per batch
-  (PyTorch on the CPU; fastmix's GPU kernels on DALI's CUDA stream for GPU images).
+* SaliencyMix and SAGE run as compiled ``numba_function`` kernels on the CPU where they apply
+  (uint8 / float32 images, model-free saliency; ``impl=``), otherwise fastmix's kernels in one
+  ``fn.dl_tensor_python_function`` per batch (PyTorch on the CPU; fastmix's GPU kernels on
+  DALI's CUDA stream for GPU images).
 
 Images are HWC (e.g. uint8 from ``fn.decoders.image``) or CHW (e.g. float from
 ``fn.crop_mirror_normalize``). The layout is read off the pipeline graph when it is built
@@ -31,8 +33,8 @@ from ..operators import boxes as box_ops
 from ..operators import sage as sage_ops
 from ..params import box_from_lam
 from ..result import MixResult
-from . import draws, native, numba_ops, numba_saliency
-from ._batch import ImageBatch, check_declared_layout, host_vector, stack_saliency
+from . import draws, native, numba_ops, numba_sage, numba_saliency
+from ._batch import ImageBatch, check_declared_layout, stack_saliency
 from ._bridge import call_torch, node_device, pipeline_device
 from .layouts import declare, declare_dtype, infer_dtype, infer_layout, resolve_layout
 from .nodes import MixNodes
@@ -228,8 +230,8 @@ def _saliencymix_batch(images, perm, lam, saliency=None, layout_samples=None, *,
     return _outputs(result, batch.to_layout)
 
 
-def _sage_batch(images, perm, seed, mass=None, saliency=None, layout_samples=None, *, layout, alpha, upper_lambda,
-                per_sample_mass, value_range, sage_options):
+def _sage_batch(images, perm, mass=None, candidates=None, saliency=None, layout_samples=None, *, layout, alpha,
+                upper_lambda, per_sample_mass, value_range, sage_options):
     operator = "fastmix.dali.sage_mix"
     batch = _images(images, layout_samples, layout, operator)
     if not batch.nchw.dtype.is_floating_point:
@@ -243,15 +245,22 @@ def _sage_batch(images, perm, seed, mass=None, saliency=None, layout_samples=Non
     if mass is not None:  # used where the images are: no host read on the GPU
         values = _device_vector(mass, torch.float32)
         mass_t = (values if per_sample_mass else values[0]) * upper_lambda
-    generator = None
+    options = dict(sage_options)
+    shifts = None
     height, width = batch.nchw.shape[2:]
-    if sage_ops.resolve_search(sage_options["search"], height, width) == "random":
-        # the candidate shifts are drawn without replacement on the host (DALI has no such draw)
-        generator = torch.Generator().manual_seed(int(host_vector(seed, torch.int64)[0]))
+    if sage_ops.resolve_search(options["search"], height, width) == "random":
+        # drawn by DALI (fn.random.uniform, then Floyd's draw in numba_sage.candidate_shifts) and
+        # already where the images are: nothing is read on the host
+        stacked = torch.stack([c.reshape(-1, 2) for c in candidates]).to(torch.int64)
+        if stacked.shape[1] == 0:
+            population = (2 * height - 1) * (2 * width - 1)
+            raise ValueError(f"{operator}: rand_pos={options['rand_pos']} gives K = int({population} * rand_pos) = 0 "
+                             f"candidate shifts for {height}x{width} images; it must give K >= 1")
+        shifts = stacked if options["per_sample_shifts"] else stacked[0]
     # perm stays where it is: fastmix.sage_mix checks a device perm with a device-side assert
     result = sage_ops.sage_mix(batch.nchw, saliency=maps, alpha=alpha, upper_lambda=upper_lambda, mass=mass_t,
                                perm=_device_vector(perm, torch.int64), per_sample_mass=per_sample_mass,
-                               generator=generator, **sage_options)
+                               shifts=shifts, **options)
     return _outputs(result, batch.to_layout)
 
 
@@ -333,11 +342,14 @@ def _saliencymix_numba(images, labels, alpha, per_sample, no_fixed_points, num_c
                     targets=_mix_targets(labels, perm, area_lam, num_classes, label_smoothing, operator))
 
 
+SAGE_IMPLS = ("auto", "numba", "python")
+
+
 def sage_mix(images, labels=None, *, saliency=None, alpha: float = 1.0, upper_lambda: float = 1.0,
              rand_pos: float = 0.01, kernel_size: int = 5, sigma: float = 1.0, search: str = "auto",
              per_sample_shifts: bool = False, per_sample_mass: bool = False, no_fixed_points: bool = False,
              value_range=None, num_classes: int | None = None, label_smoothing: float = 0.0,
-             layout: str | None = None) -> MixNodes:
+             layout: str | None = None, impl: str = "auto") -> MixNodes:
     """SAGE inside a DALI pipeline: mix with the partner shifted to keep the most saliency (see ``fastmix.sage_mix``).
 
     ``saliency`` is a DataNode with one non-negative float map [H, W] ([1, H, W], [H, W, 1]) per
@@ -346,19 +358,78 @@ def sage_mix(images, labels=None, *, saliency=None, alpha: float = 1.0, upper_la
     ``value_range`` as in :func:`saliencymix`). Images must be float (normalised, e.g. CHW from
     ``fn.crop_mirror_normalize``). perm: ``fn.batch_permutation``; the saliency mass
     a = Beta(alpha, alpha) * upper_lambda: ``fn.random.beta``; ``search`` as in fastmix.sage_mix
-    ("auto": random candidates up to 64 px a side, coarse-to-fine above); random candidate shifts
-    come from a torch.Generator seeded by ``fn.random.uniform``.
+    ("auto": random candidates up to 64 px a side, coarse-to-fine above). The random candidate
+    shifts are K = int((2H-1)(2W-1) * rand_pos) distinct shifts drawn from ``fn.random.uniform``
+    numbers (Floyd's algorithm, :mod:`fastmix.dali.numba_sage`): CPU data that reaches a GPU
+    operator as an input, so nothing is read on the host.
+    ``impl``: ``"numba"`` runs the whole step as one compiled kernel in DALI's ``numba_function``
+    (CPU float32 images whose dtype the graph tells, model-free saliency with ``value_range=None``),
+    without the GIL or DALI's python-function lock; ``"python"`` runs fastmix's operator in one
+    python function (any float dtype, a saliency input, a value_range, the GPU); ``"auto"`` takes
+    numba where it applies. Both draw the same perm, mass and candidates for the same seed; the
+    images agree to float rounding (see numba_sage).
     Outputs: images, lam (mean of SAGE's mask), perm, shifts, mass[, targets].
     """
     operator = "fastmix.dali.sage_mix"
     if not 0 <= upper_lambda <= 1:
         raise ValueError(f"{operator}: upper_lambda must be in [0, 1], got {upper_lambda}")
     native.check_alpha(alpha, operator)
+    if impl not in SAGE_IMPLS:
+        raise ValueError(f"{operator}: impl must be one of {SAGE_IMPLS}, got {impl!r}")
+    if search not in sage_ops.SEARCHES:
+        raise ValueError(f"{operator}: search must be one of {sage_ops.SEARCHES}, got {search!r}")
+    if search in ("auto", "random") and not 0 < rand_pos <= 1:
+        raise ValueError(f"{operator}: rand_pos must be in (0, 1], got {rand_pos}")
+    if kernel_size < 1 or kernel_size % 2 == 0 or not sigma > 0:
+        raise ValueError(f"{operator}: kernel_size must be a positive odd integer and sigma > 0, got "
+                         f"kernel_size={kernel_size}, sigma={sigma}")
+    device = pipeline_device(images)
+    numba_ready = numba_ops.available()
+    if impl != "python":
+        dtype = infer_dtype(images)
+        usable = (device == "cpu" and saliency is None and value_range is None and dtype == types.FLOAT
+                  and numba_ready)
+        if impl == "numba" and not usable:
+            raise ValueError(f"{operator}: impl='numba' needs CPU float32 images whose dtype the graph tells (got "
+                             f"{dtype}), the model-free saliency (no saliency input) with value_range=None, and "
+                             f"numba installed, FASTMIX_DISABLE_NUMBA unset (available: {numba_ready}); use "
+                             "impl='python'")
+        if usable:
+            return _sage_numba(images, labels, alpha, upper_lambda, rand_pos, kernel_size, sigma, search,
+                               per_sample_shifts, per_sample_mass, no_fixed_points, num_classes, label_smoothing,
+                               layout, operator)
+    image_layout = resolve_layout(images, layout, operator)
     sage_options = {"rand_pos": rand_pos, "kernel_size": kernel_size, "sigma": sigma, "search": search,
                     "per_sample_shifts": per_sample_shifts}
     compute = partial(_sage_batch, alpha=alpha, upper_lambda=upper_lambda, per_sample_mass=per_sample_mass,
                       value_range=value_range, sage_options=sage_options)
-    inputs = {"perm": draws.partner_permutation(no_fixed_points), "seed": draws.batch_seed(),
-              "mass": draws.beta_weights(alpha), "saliency": saliency}
-    return _build(compute, images, layout, inputs, ("images", "lam", "perm", "shifts", "mass"), labels,
+    perm, mass, candidates = _sage_draws(images, image_layout, alpha, search, rand_pos, no_fixed_points, numba_ready)
+    inputs = {"perm": perm, "mass": mass, "candidates": candidates, "saliency": saliency}
+    return _build(compute, images, image_layout, inputs, ("images", "lam", "perm", "shifts", "mass"), labels,
                   (num_classes, label_smoothing), operator)
+
+
+def _sage_draws(images, layout, alpha, search, rand_pos, no_fixed_points, use_numba):
+    """perm, the Beta draw of the mass (None for alpha = 0) and the random candidate shifts (None
+    for a deterministic search), drawn in this order by both implementations: same batches."""
+    perm = draws.partner_permutation(no_fixed_points)
+    mass = draws.beta_weights(alpha)
+    candidates = None
+    if search in ("auto", "random"):
+        candidates = numba_sage.candidate_shifts(images, layout, search, rand_pos, use_numba)
+    return perm, mass, candidates
+
+
+def _sage_numba(images, labels, alpha, upper_lambda, rand_pos, kernel_size, sigma, search, per_sample_shifts,
+                per_sample_mass, no_fixed_points, num_classes, label_smoothing, layout, operator) -> MixNodes:
+    _check_labels_node(labels, operator)
+    image_layout = resolve_layout(images, layout, operator)
+    perm, mass_draw, candidates = _sage_draws(images, image_layout, alpha, search, rand_pos, no_fixed_points, True)
+    if mass_draw is None:  # alpha = 0: the reference's a = 0.5 (times upper_lambda)
+        mass_draw = native.ones_per_sample() * 0.5
+    mixed, lam, shifts, mass = numba_sage.sage_mix(
+        images, perm, mass_draw, candidates, layout=image_layout, search=search, per_sample_shifts=per_sample_shifts,
+        per_sample_mass=per_sample_mass, upper_lambda=upper_lambda, kernel_size=kernel_size, sigma=sigma)
+    mixed = declare_dtype(fn.reshape(mixed, layout=image_layout), types.FLOAT)  # numba_function sets no layout
+    return MixNodes(images=declare(mixed, image_layout), lam=lam, perm=_int64(perm), shifts=shifts, mass=mass,
+                    targets=_mix_targets(labels, perm, lam, num_classes, label_smoothing, operator))

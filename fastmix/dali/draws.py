@@ -9,10 +9,13 @@ with the same seed gives the same batches. DALI draws what it has an operator fo
   ``fn.random.beta``, one per sample (the first one is used when the batch shares one);
 * box centres (CutMix, CutOut): ``fn.random.uniform`` in [0, 1), scaled to the image
   (:mod:`fastmix.dali.native`);
-* one integer seed per batch (``fn.random.uniform``) for the draws DALI has no operator for
-  (SAGE's candidate shifts without replacement, Copy-Paste's jitter and object subsets). It
-  seeds a ``torch.Generator`` given to the fastmix operator, so that code exists once, in
-  fastmix.
+* SAGE's random candidate shifts: K uniform float64 numbers per sample (``fn.random.uniform``
+  with a shape computed from the images' shape), made into K distinct shifts by Floyd's
+  algorithm (:func:`fastmix.dali.numba_sage.candidate_shifts`);
+* Copy-Paste's jitter, paste counts and object subsets: ``fn.random.uniform`` numbers turned
+  into fastmix's parameters by :mod:`fastmix.dali.numba_copy_paste`; its python-function path
+  instead takes one integer seed per batch (``fn.random.uniform``) for a ``torch.Generator``
+  given to ``fastmix.copy_paste``.
 """
 from __future__ import annotations
 

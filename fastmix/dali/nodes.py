@@ -43,9 +43,16 @@ class CopyPasteNodes:
             exclusive).
     labels: int64 [N_i] class ids.
     perm:   int64 scalar, the image the objects were taken from.
-    seed:   int64 scalar, the seed of the torch.Generator that drew the rest (jitter, object
-            subsets): ``fastmix.copy_paste.copy_paste(batch, perm=perm, generator=
-            torch.Generator().manual_seed(seed))`` replays the batch.
+    seed:   python-function implementation: int64 scalar, the seed of the torch.Generator that
+            drew the rest (jitter, object subsets): ``fastmix.copy_paste.copy_paste(batch,
+            perm=perm, generator=torch.Generator().manual_seed(seed))`` replays the batch. None
+            for the numba implementation, whose draws are DALI's:
+    jitter: numba implementation: float64 [8], scale of the receiving and of the pasted view,
+            offsets (y, x) of the receiving view, of the pasted view, flips (0/1) of the
+            receiving and of the pasted view (a ``JitterParams`` entry each).
+    selected: numba implementation: uint8 [N_perm] (0/1), the objects of image perm pasted.
+            With perm, jitter and selected, ``fastmix.copy_paste.copy_paste(batch,
+            params=CopyPasteParams(...))`` replays the batch.
     """
 
     images: DataNode
@@ -53,4 +60,6 @@ class CopyPasteNodes:
     boxes: DataNode
     labels: DataNode
     perm: DataNode
-    seed: DataNode
+    seed: DataNode | None
+    jitter: DataNode | None = None
+    selected: DataNode | None = None

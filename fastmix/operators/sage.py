@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import dispatch, params
+from .. import dispatch, ops, params
 from ..dispatch import to_device
 from .._checks import check_images, require
 from ..backends.pytorch import sage as torch_sage
@@ -29,6 +29,15 @@ def saliency_source(images: torch.Tensor, grad, saliency) -> torch.Tensor:
     """Exactly one of `grad` [B, C, H, W] or `saliency` ([B, H, W] or [B, 1, H, W]), checked and
     detached, as [B, C, H, W] (C = 1 for saliency): the input of the saliency prep, whose
     s = mean over channels of |.| is the saliency itself for a non-negative map."""
+    source, is_saliency = _source_tensor(images, grad, saliency)
+    if is_saliency:
+        require(~(source < 0), "saliency must be non-negative")
+    return scale_free(source)
+
+
+def _source_tensor(images: torch.Tensor, grad, saliency) -> tuple[torch.Tensor, bool]:
+    """(grad or saliency as [B, C, H, W], detached; True for a saliency map) with its shape,
+    dtype and device checked (the value checks are the caller's)."""
     batch, _, height, width = images.shape
     if (grad is None) == (saliency is None):
         raise ValueError("pass exactly one of grad= (dL/dx, [B, C, H, W]) or saliency= ([B, H, W] or [B, 1, H, W])")
@@ -47,10 +56,9 @@ def saliency_source(images: torch.Tensor, grad, saliency) -> torch.Tensor:
                              f"[{batch}, 1, {height}, {width}], got {tuple(source.shape)}")
         if not source.dtype.is_floating_point:
             raise TypeError(f"saliency must be a float tensor, got {source.dtype}")
-        require(~(source < 0), "saliency must be non-negative")
     if source.device != images.device:
         raise ValueError(f"saliency/grad is on {source.device} but the images are on {images.device}")
-    return scale_free(source.detach())
+    return source.detach(), saliency is not None
 
 
 def scale_free(source: torch.Tensor) -> torch.Tensor:
@@ -169,30 +177,76 @@ def sage_mix(x: torch.Tensor, y: torch.Tensor | None = None, *, grad=None, salie
     check_images(x, name="x", allow_uint8=False)
     batch, _, height, width = x.shape
     labels = check_labels(y, batch, x)
-    source = saliency_source(x, grad, saliency)
+    source, is_saliency = _source_tensor(x, grad, saliency)
+    numba_pipeline = _numba_pipeline(x, source, backend)
+    if is_saliency and not numba_pipeline:  # the numba prep checks it in its pass
+        require(~(source < 0), "saliency must be non-negative")
     perm_t = resolve_perm(perm, batch, generator)
     mass_t = resolve_mass(mass, alpha, upper_lambda, batch, per_sample_mass, generator)
+    device = x.device
+    perm_d = to_device(perm_t, device)
+    if numba_pipeline:  # before the shifts, so that a bad saliency is reported first, as below
+        g1, g2 = _numba_saliency(source, is_saliency, perm_d, mass_t, kernel_size, sigma)
     search = "injected" if shifts is not None else resolve_search(search, height, width)
     candidates = resolve_shifts(shifts, search, rand_pos, per_sample_shifts, batch, height, width, generator)
 
-    device = x.device
-    perm_d = to_device(perm_t, device)
-    g1, g2 = dispatch.sage_saliency(source, perm_d, mass_t, kernel_size, sigma, backend=backend)
-    require(torch.isfinite(g1), "saliency holds NaN or infinite values (check the loss and the gradient, "
-                                "e.g. fp16 overflow under AMP)")
-    if candidates is None:
-        candidates_d, scores, best_index = dispatch.sage_coarse_to_fine(
-            g1, g2, backend=backend, chunk_elements=chunk_elements)
+    if numba_pipeline:
+        if candidates is None:
+            candidates_d, scores, best_index = dispatch.sage_coarse_to_fine(
+                g1, g2, backend=backend, chunk_elements=chunk_elements)
+        else:
+            from ..backends.numba import sage as numba_sage
+            candidates_d = candidates
+            scores, best_index = numba_sage.scores_and_best(g1, g2, candidates)
     else:
-        candidates_d = to_device(candidates, device)
-        scores, best_index = dispatch.sage_scores(g1, g2, candidates_d, backend=backend,
-                                                  chunk_elements=chunk_elements)
+        g1, g2 = dispatch.sage_saliency(scale_free(source), perm_d, mass_t, kernel_size, sigma, backend=backend)
+        require(torch.isfinite(g1), "saliency holds NaN or infinite values (check the loss and the gradient, "
+                                    "e.g. fp16 overflow under AMP)")
+        if candidates is None:
+            candidates_d, scores, best_index = dispatch.sage_coarse_to_fine(
+                g1, g2, backend=backend, chunk_elements=chunk_elements)
+        else:
+            candidates_d = to_device(candidates, device)
+            scores, best_index = dispatch.sage_scores(g1, g2, candidates_d, backend=backend,
+                                                      chunk_elements=chunk_elements)
     if candidates_d.dim() == 2:
         best_shifts = candidates_d[best_index]
     else:
         best_shifts = candidates_d[torch.arange(batch, device=device), best_index]
-    mixed, mask, lam = dispatch.sage_mask_and_blend(x, perm_d, g1, g2, best_shifts, backend=backend)
+    if numba_pipeline and not (x.requires_grad and torch.is_grad_enabled()):
+        from ..backends.numba import blend as numba_blend  # the op without its dispatch (autograd needs it)
+        mixed, mask, lam = numba_blend.sage_mask_blend(x, perm_d, g1, g2, best_shifts)
+    else:
+        mixed, mask, lam = dispatch.sage_mask_and_blend(x, perm_d, g1, g2, best_shifts, backend=backend)
     return MixResult(images=mixed, lam=lam.float(), perm=perm_d, shifts=best_shifts, mask=mask[:, None].float(),
                      labels=labels, extras={"mass": to_device(mass_t, device), "candidates": candidates_d,
                                             "scores": scores, "best_index": best_index,
                                             "search": search})
+
+
+def _numba_pipeline(x: torch.Tensor, source: torch.Tensor, backend: str) -> bool:
+    """True when the whole CPU pipeline runs on the numba kernels without the custom ops: CPU
+    float32/float64 images and saliency, backend "auto"/"numba" resolving to numba, where ops.call
+    would skip the dispatcher too (outside torch.compile, which traces the ops, and the like). Each op costs 0.1-0.3 ms of dispatch and checks,
+    more than its kernel at B=100 32x32. The scores and the blend are the numba ops' own kernels;
+    the saliency prep is a fused numba kernel (the op runs it in torch), equal to float rounding."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    # Whatever would keep ops.call on the dispatcher (compile, jit.trace, modes such as FakeTensor,
+    # vmap, tensor subclasses) keeps the ops here too; x itself may require grad (see the blend).
+    if source.dtype not in (torch.float32, torch.float64) or type(x) is not torch.Tensor \
+            or not ops.runs_directly([source]):
+        return False
+    return dispatch.resolve(backend, x, (x.dtype,)) == "numba"
+
+
+def _numba_saliency(source, is_saliency, perm, mass, kernel_size, sigma):
+    """(G1, G2) from the fused numba saliency prep, with the PyTorch path's checks and errors
+    (the value checks are flags of the kernel's own pass over the saliency)."""
+    from ..backends.numba import sage as numba_sage
+    from ..ops.sage import _check_grad
+
+    _check_grad(source, perm, mass, kernel_size)
+    g1, g2, flags = numba_sage.saliency_masses(source, perm, mass, kernel_size, sigma, check_negative=is_saliency)
+    numba_sage.raise_on_flags(flags)
+    return g1, g2

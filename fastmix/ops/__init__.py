@@ -20,9 +20,9 @@ opaque to torch.compile, which traces them through their fake kernels without a 
 (plain CPU tensors, no gradient to record, no compile, mode or functorch transform): the
 operators go through it, so a CIFAR-sized CPU blend does not pay the dispatcher's ~0.1 ms.
 """
-from ._backend import BACKENDS, call, resolve
+from ._backend import BACKENDS, call, resolve, runs_directly
 from .blend import box_fill, box_paste, mixup_blend
 from .sage import sage_mask_blend, sage_saliency, sage_scores
 
-__all__ = ["BACKENDS", "call", "resolve", "mixup_blend", "box_paste", "box_fill", "sage_saliency",
+__all__ = ["BACKENDS", "call", "resolve", "runs_directly", "mixup_blend", "box_paste", "box_fill", "sage_saliency",
            "sage_scores", "sage_mask_blend"]

@@ -46,14 +46,16 @@ def _to_u8(value):
 @njit(cache=True, nogil=True, inline="always")
 def blend_u8(own, other, a, c, dst):
     """1-D uint8: dst[i] = saturate(rint(a * own[i] + c * other[i])), a and c float32. The body
-    of mixup_u8, serial, also called per sample by DALI's numba_function (fastmix.dali.numba_ops)."""
+    of the mixup kernels for uint8 outputs, also called per sample by DALI's numba_function
+    (fastmix.dali.numba_ops)."""
     for i in range(own.shape[0]):
         dst[i] = _to_u8(a * own[i] + c * other[i])
 
 
 @njit(cache=True, nogil=True, inline="always")
 def blend_float(own, other, a, c, dst):
-    """1-D: dst[i] = a * own[i] + c * other[i] in a's dtype; the body of mixup_float (see blend_u8)."""
+    """1-D: dst[i] = a * own[i] + c * other[i] in a's dtype; the body of the mixup kernels for
+    float outputs (see blend_u8)."""
     for i in range(own.shape[0]):
         dst[i] = a * own[i] + c * other[i]
 
@@ -85,11 +87,24 @@ def _walk_groups(batch, chunks):
     return max(1, min(batch, (16 + chunks - 1) // chunks))
 
 
+def _blend(own, other, a, c, dst):
+    """blend_u8 for a uint8 output, blend_float otherwise (chosen when numba compiles the caller)."""
+    raise NotImplementedError("only callable from numba-compiled code")
+
+
+@overload(_blend, inline="always")
+def _blend_impl(own, other, a, c, dst):
+    if dst.dtype == types.uint8:
+        return lambda own, other, a, c, dst: blend_u8(own, other, a, c, dst)
+    return lambda own, other, a, c, dst: blend_float(own, other, a, c, dst)
+
+
 @njit(**_OPTS)
-def mixup_u8(x, perm, order, w, w1, out):
-    """uint8 [B, N] -> uint8 [B, N]: out[b] = rint(w[b] * x[b] + w1[b] * x[perm[b]]), saturated.
-    w, w1 float32 [B] (w1 = 1 - w computed in float32 by the caller); order = partner_walk(perm).
-    A work item is one chunk of the elements for a run of the walk."""
+def mixup(x, perm, order, w, w1, out):
+    """[B, N] (uint8 or float) -> [B, N]: out[b] = w[b] * x[b] + w1[b] * x[perm[b]], computed in
+    w's dtype (float32 or float64; w1 = 1 - w computed in that dtype by the caller) and stored in
+    out's dtype (uint8: rint, half to even, saturated); order = partner_walk(perm). A work item is
+    one chunk of the elements for a run of the walk."""
     batch, n = x.shape
     chunks = (n + _CHUNK - 1) // _CHUNK
     groups = _walk_groups(batch, chunks)
@@ -100,45 +115,18 @@ def mixup_u8(x, perm, order, w, w1, out):
         for k in range(g * batch // groups, (g + 1) * batch // groups):
             b = order[k]
             # Slices indexed from 0: LLVM then knows the indices are non-negative and vectorises.
-            blend_u8(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
-
-
-@njit(**_OPTS)
-def mixup_float(x, perm, order, w, w1, out):
-    """[B, N] (uint8 or float) -> float [B, N]: out[b] = w[b] * x[b] + w1[b] * x[perm[b]],
-    computed in w's dtype (float32 or float64) and stored in out's dtype (see mixup_u8)."""
-    batch, n = x.shape
-    chunks = (n + _CHUNK - 1) // _CHUNK
-    groups = _walk_groups(batch, chunks)
-    for t in prange(chunks * groups):
-        g = t // chunks
-        start = (t % chunks) * _CHUNK
-        stop = min(start + _CHUNK, n)
-        for k in range(g * batch // groups, (g + 1) * batch // groups):
-            b = order[k]
-            blend_float(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
+            _blend(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
 
 
 @njit(cache=True, nogil=True)
-def mixup_u8_serial(x, perm, order, w, w1, out):
-    """mixup_u8 on the calling thread alone, for batches too small to repay a parallel launch."""
+def mixup_serial(x, perm, order, w, w1, out):
+    """mixup on the calling thread alone, for batches too small to repay a parallel launch."""
     batch, n = x.shape
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
         for k in range(batch):
             b = order[k]
-            blend_u8(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
-
-
-@njit(cache=True, nogil=True)
-def mixup_float_serial(x, perm, order, w, w1, out):
-    """mixup_float on the calling thread alone (see mixup_u8_serial)."""
-    batch, n = x.shape
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        for k in range(batch):
-            b = order[k]
-            blend_float(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
+            _blend(x[b, start:stop], x[perm[b], start:stop], w[b], w1[b], out[b, start:stop])
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -323,65 +311,231 @@ def _mask_row(g1, g2, b, y, dy, dx, height, width, eps, mask):
     return total
 
 
-@njit(**_OPTS)
+@njit(cache=True, nogil=True, inline="always")
+def _row_sum(row):
+    """float64 sum of a row with eight partial sums: the strict one-accumulator order costs
+    an add latency per element, more than the row's divisions once they are vectorised."""
+    n = row.shape[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+    i = 0
+    while i + 8 <= n:
+        a0 += row[i]
+        a1 += row[i + 1]
+        a2 += row[i + 2]
+        a3 += row[i + 3]
+        a4 += row[i + 4]
+        a5 += row[i + 5]
+        a6 += row[i + 6]
+        a7 += row[i + 7]
+        i += 8
+    while i < n:
+        a0 += row[i]
+        i += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _mask_span(own, other, eps, out):
+    """out = own / max(own + other, eps) (clamp(min=eps) keeps NaN, as torch's)."""
+    for i in range(out.shape[0]):
+        g = own[i]
+        d = g + other[i]
+        out[i] = g / (eps if d < eps else d)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _mask_alone(own, eps, out):
+    """The mask where the partner is shifted out (T = 0): own / max(own + 0, eps)."""
+    zero = eps - eps
+    for i in range(out.shape[0]):
+        g = own[i]
+        d = g + zero
+        out[i] = g / (eps if d < eps else d)
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _blend_span(weights, own, other, weight_one, reps, out):
+    """out = m * own + (1 - m) * other, m = weights[i // reps] in the images' compute dtype
+    (reps = 1 gets its own loop: a runtime-length inner loop keeps the outer one scalar)."""
+    if reps == 1:
+        for j in range(weights.shape[0]):
+            m = _cast_like(weights[j], weight_one)
+            out[j] = m * own[j] + (weight_one - m) * other[j]
+        return
+    if reps == 3:  # RGB channels_last, unrolled so that LLVM sees the interleaved groups
+        for j in range(weights.shape[0]):
+            m = _cast_like(weights[j], weight_one)
+            v = weight_one - m
+            out[3 * j] = m * own[3 * j] + v * other[3 * j]
+            out[3 * j + 1] = m * own[3 * j + 1] + v * other[3 * j + 1]
+            out[3 * j + 2] = m * own[3 * j + 2] + v * other[3 * j + 2]
+        return
+    for j in range(weights.shape[0]):
+        m = _cast_like(weights[j], weight_one)
+        v = weight_one - m
+        for c in range(reps):
+            out[j * reps + c] = m * own[j * reps + c] + v * other[j * reps + c]
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _blend_alone(weights, own, weight_one, reps, out):
+    """The blend where the partner is shifted out: m * own + (1 - m) * 0."""
+    zero = weight_one - weight_one
+    if reps == 1:
+        for j in range(weights.shape[0]):
+            m = _cast_like(weights[j], weight_one)
+            out[j] = m * own[j] + (weight_one - m) * zero
+        return
+    if reps == 3:
+        for j in range(weights.shape[0]):
+            m = _cast_like(weights[j], weight_one)
+            v = weight_one - m
+            out[3 * j] = m * own[3 * j] + v * zero
+            out[3 * j + 1] = m * own[3 * j + 1] + v * zero
+            out[3 * j + 2] = m * own[3 * j + 2] + v * zero
+        return
+    for j in range(weights.shape[0]):
+        m = _cast_like(weights[j], weight_one)
+        v = weight_one - m
+        for c in range(reps):
+            out[j * reps + c] = m * own[j * reps + c] + v * zero
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _fix_columns(own_map, eps, weights, own, weight_one, reps, dst, start, stop):
+    """Pixels [start, stop) of a plane where the partner is shifted out (T = 0), by index: these
+    runs are short (|dx| pixels a row) and a slice per run costs more than its work. reps == 0:
+    the mask; reps >= 1: the blend (reps elements per pixel) from the mask already written."""
+    if reps == 0:
+        zero = eps - eps
+        for i in range(start, stop):
+            g = own_map[i]
+            d = g + zero
+            weights[i] = g / (eps if d < eps else d)
+        return
+    zero = weight_one - weight_one
+    for i in range(start, stop):
+        m = _cast_like(weights[i], weight_one)
+        v = weight_one - m
+        for c in range(reps):
+            e = i * reps + c
+            dst[e] = m * own[e] + v * zero
+
+
+@njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _blend_block(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out, b, r0, r1, channels, last):
+    """Rows [r0, r1) of sample b, mask and blend, for both layouts (last: channels_last).
+
+    A shift (dy, dx) is one flat offset dy * W + dx of the partner in a sample's row-major
+    pixels, so the partner-covered part of the block (rows ya..yb-1, from column lo of the
+    first to column hi of the last) is ONE straight loop over contiguous pixels per map and
+    image plane; the pixels it got wrong (columns outside [lo, hi) of those rows: the partner
+    is shifted out there, T = 0) are rewritten after it, and the rows without any partner row
+    are flat spans too. Per-row loops cost more than their work on small images (3-10x here)."""
+    height = mask.shape[1]
+    width = mask.shape[2]
+    pixels = height * width
+    reps = channels if last else 1  # elements per pixel in a plane
+    dy = shifts[b, 0]
+    dx = shifts[b, 1]
+    p = perm[b]
+    lo = min(max(dx, 0), width)
+    hi = max(min(width + dx, width), lo)
+    ya = min(max(r0, max(dy, 0)), r1)  # rows [ya, yb) of the block have a partner row
+    yb = max(min(r1, min(height + dy, height)), ya)
+    if hi == lo:
+        yb = ya
+    off = dy * width + dx
+    s0 = ya * width + lo  # the partner-covered span [s0, s1) of pixels
+    s1 = (yb - 1) * width + hi if yb > ya else s0
+    own_map = g1[b].reshape(pixels)
+    weights = mask[b].reshape(pixels)
+    if s1 > s0:
+        _mask_span(own_map[s0:s1], g2[b].reshape(pixels)[s0 - off:s1 - off], eps, weights[s0:s1])
+    _mask_alone(own_map[r0 * width:ya * width], eps, weights[r0 * width:ya * width])
+    _mask_alone(own_map[yb * width:r1 * width], eps, weights[yb * width:r1 * width])
+    if lo > 0 or hi < width:
+        for y in range(ya, yb):
+            a = y * width
+            _fix_columns(own_map, eps, weights, own_map, weight_one, 0, weights, a, a + lo)
+            _fix_columns(own_map, eps, weights, own_map, weight_one, 0, weights, a + hi, a + width)
+    row_sums[b, r0] = _row_sum(weights[r0 * width:r1 * width])  # the block's sum at its first row
+    for y in range(r0 + 1, r1):
+        row_sums[b, y] = 0.0
+    for k in range(1 if last else channels):
+        if last:
+            own = x[b].reshape(pixels * reps)
+            partner = x[p].reshape(pixels * reps)
+            dst = out[b].reshape(pixels * reps)
+        else:
+            own = x[b, k].reshape(pixels)
+            partner = x[p, k].reshape(pixels)
+            dst = out[b, k].reshape(pixels)
+        if s1 > s0:
+            _blend_span(weights[s0:s1], own[s0 * reps:s1 * reps], partner[(s0 - off) * reps:(s1 - off) * reps],
+                        weight_one, reps, dst[s0 * reps:s1 * reps])
+        a, e = r0 * width, ya * width
+        _blend_alone(weights[a:e], own[a * reps:e * reps], weight_one, reps, dst[a * reps:e * reps])
+        a, e = yb * width, r1 * width
+        _blend_alone(weights[a:e], own[a * reps:e * reps], weight_one, reps, dst[a * reps:e * reps])
+        if lo > 0 or hi < width:
+            for y in range(ya, yb):
+                a = y * width
+                _fix_columns(own_map, eps, weights, own, weight_one, reps, dst, a, a + lo)
+                _fix_columns(own_map, eps, weights, own, weight_one, reps, dst, a + hi, a + width)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _blend_tasks(height, row_elements):
+    """Row blocks per sample: about _CHUNK elements each, whole samples for small images."""
+    rows = max(1, min(height, _CHUNK // max(row_elements, 1)))
+    return rows, (height + rows - 1) // rows
+
+
+# error_model="numpy": a float division by zero gives inf / NaN (IEEE) instead of raising
+# ZeroDivisionError, whose per-element check kept every division scalar (4x slower here).
+@njit(error_model="numpy", **_OPTS)
 def sage_mask_blend_nchw(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out):
-    """x, out float [B, C, H, W]; g1, g2, mask [B, H, W] (float32/float64); row_sums [B, H].
+    """x, out float [B, C, H, W]; g1, g2, mask [B, H, W] (float32/float64); row_sums [B, H]
+    float64 (each block of rows writes its mask sum at its first row, 0 at the others: summed
+    over rows, the mask sum of the sample).
     mask = G1 / max(G1 + shift(G2), eps); out = m * x + (1 - m) * shift(x[perm]) with m the
     mask cast to the images' compute dtype (weight_one's dtype: 1 in that dtype), zero fill."""
     batch, channels, height, width = x.shape
-    for t in prange(batch * height):
-        b = t // height
-        y = t % height
-        dy = shifts[b, 0]
-        dx = shifts[b, 1]
-        row_sums[b, y] = _mask_row(g1, g2, b, y, dy, dx, height, width, eps, mask)
-        p = perm[b]
-        sy = y - dy
-        row_in = 0 <= sy < height
-        lo = min(max(dx, 0), width)
-        hi = max(min(width + dx, width), lo)
-        if not row_in:
-            hi = lo
-        zero = weight_one - weight_one
-        for c in range(channels):
-            own = x[b, c, y]
-            dst = out[b, c, y]
-            for col in range(lo):
-                m = _cast_like(mask[b, y, col], weight_one)
-                dst[col] = m * own[col] + (weight_one - m) * zero
-            if hi > lo:
-                src = x[p, c, sy]
-                for col in range(lo, hi):
-                    m = _cast_like(mask[b, y, col], weight_one)
-                    dst[col] = m * own[col] + (weight_one - m) * src[col - dx]
-            for col in range(hi, width):
-                m = _cast_like(mask[b, y, col], weight_one)
-                dst[col] = m * own[col] + (weight_one - m) * zero
+    rows, blocks = _blend_tasks(height, channels * width)
+    for t in prange(batch * blocks):
+        b = t // blocks
+        r0 = (t % blocks) * rows
+        _blend_block(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out, b, r0, min(height, r0 + rows),
+                     channels, False)
 
 
-@njit(**_OPTS)
+@njit(error_model="numpy", **_OPTS)
 def sage_mask_blend_nhwc(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out):
     """As sage_mask_blend_nchw for channels_last images x, out [B, H, W, C]."""
     batch, height, width, channels = x.shape
-    for t in prange(batch * height):
-        b = t // height
-        y = t % height
-        dy = shifts[b, 0]
-        dx = shifts[b, 1]
-        row_sums[b, y] = _mask_row(g1, g2, b, y, dy, dx, height, width, eps, mask)
-        p = perm[b]
-        sy = y - dy
-        row_in = 0 <= sy < height
-        zero = weight_one - weight_one
-        for col in range(width):
-            m = _cast_like(mask[b, y, col], weight_one)
-            sx = col - dx
-            inside = row_in and 0 <= sx < width
-            for c in range(channels):
-                if inside:
-                    out[b, y, col, c] = m * x[b, y, col, c] + (weight_one - m) * x[p, sy, sx, c]
-                else:
-                    out[b, y, col, c] = m * x[b, y, col, c] + (weight_one - m) * zero
+    rows, blocks = _blend_tasks(height, channels * width)
+    for t in prange(batch * blocks):
+        b = t // blocks
+        r0 = (t % blocks) * rows
+        _blend_block(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out, b, r0, min(height, r0 + rows),
+                     channels, True)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sage_mask_blend_nchw_serial(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out):
+    """sage_mask_blend_nchw on the calling thread (small batches: no parallel launch to pay)."""
+    batch, channels, height, width = x.shape
+    for b in range(batch):
+        _blend_block(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out, b, 0, height, channels, False)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sage_mask_blend_nhwc_serial(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out):
+    """sage_mask_blend_nhwc on the calling thread."""
+    batch, height, width, channels = x.shape
+    for b in range(batch):
+        _blend_block(x, perm, g1, g2, shifts, eps, weight_one, mask, row_sums, out, b, 0, height, channels, True)
 
 
 @njit(**_OPTS)

@@ -3,8 +3,11 @@
 - Threading layer: unless NUMBA_THREADING_LAYER is set, numba is asked for a *fork-safe* layer.
   On Linux without TBB numba would otherwise pick GNU OpenMP, and a DataLoader worker forked
   after the parent ran a kernel aborts ("fork() called from a process already using GNU
-  OpenMP"). The fork-safe choice there is numba's `workqueue` layer, which is not thread-safe
-  (two threads launching parallel kernels at once abort the process), hence the lock below.
+  OpenMP"). With the `tbb` package installed (the `cpu` extra brings it) the fork-safe choice
+  is TBB: fork-safe, thread-safe and cheap to launch (~10 us). Without it numba falls back to
+  its `workqueue` layer, which costs ~0.1 ms per parallel launch and is not thread-safe (two
+  threads launching parallel kernels at once abort the process), hence the lock below and
+  `serial_max_elements`.
 - Threads: each call uses torch.get_num_threads() threads (at most NUMBA_NUM_THREADS), so a
   DataLoader worker (torch sets 1 thread there) does not oversubscribe the cores.
 - Cache: kernels are compiled with cache=True. numba writes the cache beside the source in
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 
@@ -36,3 +40,39 @@ def kernel_call():
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
         yield
+
+
+@numba.njit(parallel=True, cache=True)
+def _probe(values):
+    for i in numba.prange(values.shape[0]):
+        values[i] += 1.0
+
+
+@functools.lru_cache(maxsize=None)
+def serial_max_elements() -> int:
+    """Output elements up to which a blend, paste or fill runs on the calling thread: where a
+    parallel launch costs more than the work it splits. Measured here (2 cores): numba's
+    workqueue layer costs ~0.1 ms a launch, more than a whole uint8 blend of B=256 3x32x32
+    (0.13 ms on one thread), so below 2^20 elements it stays serial; TBB (or OpenMP, when
+    asked for) launches in ~10 us and was faster in parallel at every size down to CIFAR's
+    (B=256 3x32x32 uint8 box fill 0.056 vs 0.103 ms), so only tiny outputs stay serial."""
+    import numpy as np
+
+    with kernel_call():
+        _probe(np.zeros(2))  # starts the threading layer, so that numba can name it
+    return 1 << 20 if numba.threading_layer() == "workqueue" else 1 << 14
+
+
+def serial_variant(kernel, name: str, **options):
+    """`kernel`'s Python source compiled without `parallel` (prange runs as range), for callers
+    that must not start numba's threads (DALI's worker threads), cached like the kernels: numba
+    names a cache entry by the function's qualified name, which the parallel kernel's entry has,
+    so the copy gets its own name (`name`)."""
+    import types
+
+    source = kernel.py_func
+    copy = types.FunctionType(source.__code__, source.__globals__, name, source.__defaults__, source.__closure__)
+    copy.__qualname__ = name
+    copy.__module__ = source.__module__
+    copy.__doc__ = source.__doc__
+    return numba.njit(cache=True, nogil=True, **options)(copy)

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from . import _kernels
-from ._runtime import kernel_call
+from ._runtime import kernel_call, serial_max_elements
 
 MASK_EPS = 1e-16
-# Up to this many output elements a blend, paste or fill runs on the calling thread: numba's fork-safe
-# (workqueue) parallel launch costs about 0.1 ms, more than the whole blend of a small batch
-# (measured here: B=256 3x32x32 uint8, 0.13 ms on one thread vs 0.23 ms launched on two).
-SERIAL_MAX_ELEMENTS = 1 << 20
+# Up to this many output elements a blend, paste or fill runs on the calling thread; None: by
+# the threading layer (_runtime.serial_max_elements: 2^20 with numba's workqueue layer, whose
+# launch costs ~0.1 ms, 2^14 with TBB). Tests set it to force either launch.
+SERIAL_MAX_ELEMENTS = None
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -28,9 +28,10 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _launch(parallel_kernel, serial_kernel, elements: int, args: tuple) -> None:
-    """The parallel kernel (under the launch lock) for large outputs, the serial one below
+    """The parallel kernel (under the launch lock) for large outputs, the serial one up to
     SERIAL_MAX_ELEMENTS (no threads are started, so no lock is needed)."""
-    if elements > SERIAL_MAX_ELEMENTS:
+    limit = serial_max_elements() if SERIAL_MAX_ELEMENTS is None else SERIAL_MAX_ELEMENTS
+    if elements > limit:
         with kernel_call():
             parallel_kernel(*args)
     else:
@@ -101,10 +102,7 @@ def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
     other = weight.dtype.type(1.0) - weight
     if out.numel():
         args = (_flat(x), perm_np, _kernels.partner_walk(perm_np), weight, other, _flat(out))
-        if out_dtype == torch.uint8:
-            _launch(_kernels.mixup_u8, _kernels.mixup_u8_serial, out.numel(), args)
-        else:
-            _launch(_kernels.mixup_float, _kernels.mixup_float_serial, out.numel(), args)
+        _launch(_kernels.mixup, _kernels.mixup_serial, out.numel(), args)
     return out
 
 
@@ -143,15 +141,17 @@ def sage_mask_blend(images: torch.Tensor, perm: torch.Tensor, g1: torch.Tensor, 
     perm_np = _check_perm(perm, batch)
     g1c, g2c = g1.detach().contiguous(), g2.detach().contiguous()
     mask = torch.empty_like(g1c)
-    row_sums = torch.zeros(batch, height, dtype=torch.float64)
+    row_sums = np.zeros((batch, height))  # NumPy: each torch op on these small arrays costs several us
     map_type = np.float64 if g1.dtype == torch.float64 else np.float32
     image_type = np.float64 if _compute_dtype(images.dtype) == torch.float64 else np.float32
     if out.numel() or mask.numel():
         x_np = x.permute(0, 2, 3, 1).numpy() if channels_last else x.numpy()
         out_np = out.permute(0, 2, 3, 1).numpy() if channels_last else out.numpy()
-        kernel = _kernels.sage_mask_blend_nhwc if channels_last else _kernels.sage_mask_blend_nchw
-        with kernel_call():
-            kernel(x_np, perm_np, g1c.numpy(), g2c.numpy(), shifts.contiguous().numpy(), map_type(MASK_EPS),
-                   image_type(1.0), mask.numpy(), row_sums.numpy(), out_np)
-    lam = (row_sums.sum(dim=1) / (height * width)).to(g1.dtype)
+        if channels_last:
+            kernels = (_kernels.sage_mask_blend_nhwc, _kernels.sage_mask_blend_nhwc_serial)
+        else:
+            kernels = (_kernels.sage_mask_blend_nchw, _kernels.sage_mask_blend_nchw_serial)
+        _launch(*kernels, out.numel(), (x_np, perm_np, g1c.numpy(), g2c.numpy(), shifts.contiguous().numpy(),
+                                        map_type(MASK_EPS), image_type(1.0), mask.numpy(), row_sums, out_np))
+    lam = torch.from_numpy(row_sums.sum(axis=1) / (height * width)).to(g1.dtype)
     return out, mask, lam
