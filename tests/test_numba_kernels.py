@@ -477,13 +477,3 @@ def test_fastmix_disable_numba_falls_back_to_pytorch(monkeypatch):
         numba_backend.available.cache_clear()
     assert numba_backend.available()
 
-
-def test_serial_threshold_follows_the_threading_layer():
-    """Serial below 2^20 elements only where a parallel launch is expensive (numba's workqueue
-    layer); with TBB or OpenMP the parallel kernels start at 2^14."""
-    import numba
-
-    from fastmix.backends.numba import _runtime
-
-    limit = _runtime.serial_max_elements()
-    assert limit == (1 << 20 if numba.threading_layer() == "workqueue" else 1 << 14)

@@ -6,8 +6,7 @@
   OpenMP"). With the `tbb` package installed (the `cpu` extra brings it) the fork-safe choice
   is TBB: fork-safe, thread-safe and cheap to launch (~10 us). Without it numba falls back to
   its `workqueue` layer, which costs ~0.1 ms per parallel launch and is not thread-safe (two
-  threads launching parallel kernels at once abort the process), hence the lock below and
-  `serial_max_elements`.
+  threads launching parallel kernels at once abort the process), hence the lock below.
 - Threads: each call uses torch.get_num_threads() threads (at most NUMBA_NUM_THREADS), so a
   DataLoader worker (torch sets 1 thread there) does not oversubscribe the cores.
 - Cache: kernels are compiled with cache=True. numba writes the cache beside the source in
@@ -18,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
 
@@ -40,27 +38,6 @@ def kernel_call():
         if numba.get_num_threads() != threads:
             numba.set_num_threads(threads)
         yield
-
-
-@numba.njit(parallel=True, cache=True)
-def _probe(values):
-    for i in numba.prange(values.shape[0]):
-        values[i] += 1.0
-
-
-@functools.lru_cache(maxsize=None)
-def serial_max_elements() -> int:
-    """Output elements up to which a blend, paste or fill runs on the calling thread: where a
-    parallel launch costs more than the work it splits. Measured here (2 cores): numba's
-    workqueue layer costs ~0.1 ms a launch, more than a whole uint8 blend of B=256 3x32x32
-    (0.13 ms on one thread), so below 2^20 elements it stays serial; TBB (or OpenMP, when
-    asked for) launches in ~10 us and was faster in parallel at every size down to CIFAR's
-    (B=256 3x32x32 uint8 box fill 0.056 vs 0.103 ms), so only tiny outputs stay serial."""
-    import numpy as np
-
-    with kernel_call():
-        _probe(np.zeros(2))  # starts the threading layer, so that numba can name it
-    return 1 << 20 if numba.threading_layer() == "workqueue" else 1 << 14
 
 
 def serial_variant(kernel, name: str, **options):

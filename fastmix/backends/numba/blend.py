@@ -14,13 +14,17 @@ import numpy as np
 import torch
 
 from . import _kernels
-from ._runtime import kernel_call, serial_max_elements
+from ._runtime import kernel_call
 
 MASK_EPS = 1e-16
-# Up to this many output elements a blend, paste or fill runs on the calling thread; None: by
-# the threading layer (_runtime.serial_max_elements: 2^20 with numba's workqueue layer, whose
-# launch costs ~0.1 ms, 2^14 with TBB). Tests set it to force either launch.
-SERIAL_MAX_ELEMENTS = None
+# Up to this many output elements a blend, paste or fill runs on the calling thread (tests set it to
+# force either launch). Two costs of a parallel launch decide it, both measured here on 2 cores:
+# numba's workqueue layer (the fork-safe fallback without TBB) takes ~0.1 ms to launch, more than a
+# whole uint8 blend of B=256 3x32x32; and with TBB, whose launch is cheap, the second thread still
+# has to win the core from torch's OpenMP threads, which spin for a while after each torch op: in
+# a loop that interleaves torch ops, a 786K-element paste took 0.17 ms in parallel vs 0.13 ms on
+# the calling thread, while at 4.8M elements (B=32 3x224x224) the parallel kernels stayed ahead.
+SERIAL_MAX_ELEMENTS = 1 << 20
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -30,8 +34,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _launch(parallel_kernel, serial_kernel, elements: int, args: tuple) -> None:
     """The parallel kernel (under the launch lock) for large outputs, the serial one up to
     SERIAL_MAX_ELEMENTS (no threads are started, so no lock is needed)."""
-    limit = serial_max_elements() if SERIAL_MAX_ELEMENTS is None else SERIAL_MAX_ELEMENTS
-    if elements > limit:
+    if elements > SERIAL_MAX_ELEMENTS:
         with kernel_call():
             parallel_kernel(*args)
     else:

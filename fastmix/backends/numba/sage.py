@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from . import _sage_kernels
-from ._runtime import kernel_call, serial_max_elements
+from ._runtime import kernel_call
 
 MASK_EPS = 1e-16
-# Saliency elements up to which the prep runs on the calling thread; None: by the threading layer
-# (see _runtime.serial_max_elements). Tests set it to force either launch.
-SERIAL_MAX_ELEMENTS = None
+# Saliency elements up to which the prep runs on the calling thread (see blend.SERIAL_MAX_ELEMENTS
+# for why); tests set it to force either launch.
+SERIAL_MAX_ELEMENTS = 1 << 20
 # The maps' dtypes the kernels handle (the PyTorch path's compute dtypes).
 MAP_DTYPES = (torch.float32, torch.float64)
 
@@ -51,10 +51,10 @@ def saliency_masses(source: torch.Tensor, perm: torch.Tensor, mass: torch.Tensor
     flags = np.zeros(batch, dtype=np.int64)
     args = (src.numpy(), bool(check_negative), perm.contiguous().numpy(), mass_np, weights, unit.numpy(), g1.numpy(),
             g2.numpy(), flags)
-    if src.numel() > (serial_max_elements() if SERIAL_MAX_ELEMENTS is None else SERIAL_MAX_ELEMENTS):
+    if src.numel() > SERIAL_MAX_ELEMENTS:
         with kernel_call():
             _sage_kernels.sage_prep(*args)
-    else:  # no parallel launch for a small batch (see _runtime.serial_max_elements)
+    else:  # no parallel launch for a small batch (see SERIAL_MAX_ELEMENTS)
         _sage_kernels.sage_prep_serial(*args)
     return g1, g2, flags
 
