@@ -1,5 +1,6 @@
 """Small shared test utilities."""
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -15,3 +16,15 @@ def random_images(batch, channels, height, width, dtype=torch.float32, seed=0, m
 
 def tolerance(dtype):
     return {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}.get(dtype, 0)
+
+
+class RecordingMode(TorchDispatchMode):
+    """A dispatch mode that records the name of every op it sees (and runs it unchanged)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))

@@ -257,7 +257,7 @@ def test_call_runs_the_implementation_directly_and_gives_the_dispatched_result(n
 
 def test_call_goes_through_the_dispatcher_when_something_needs_it():
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from helpers import RecordingMode
 
     x, cases = _blend_args()
     plain = [x, torch.tensor([1, 0])]
@@ -267,17 +267,8 @@ def test_call_goes_through_the_dispatcher_when_something_needs_it():
         assert ops._backend.runs_directly([x.clone().requires_grad_()])
     assert not ops._backend.runs_directly([x.to("meta")])
 
-    class Recording(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     op, args = cases["mixup_blend"]
-    with Recording() as mode:
+    with RecordingMode() as mode:
         assert not ops._backend.runs_directly(plain)
         ops.call(op, *args)
     assert any("fastmix.mixup_blend" in name for name in mode.ops), mode.ops  # the mode saw the op itself

@@ -243,24 +243,14 @@ def test_sage_mix_numba_mixed_dtypes_match_pytorch(source_dtype):
 def test_sage_mix_keeps_the_ops_where_the_dispatcher_is_needed():
     """Under a dispatch mode (as FakeTensor, vmap or jit.trace would be) sage_mix must run the
     fastmix ops, which the mode sees, not the numba kernels behind its back."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     import fastmix
-
-    class Recording(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
+    from helpers import RecordingMode
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(4, 3, 12, 10, generator=gen)
     saliency = torch.rand(4, 12, 10, generator=gen)
     plain = fastmix.sage_mix(x, saliency=saliency, generator=torch.Generator().manual_seed(1), backend="numba")
-    with Recording() as mode:
+    with RecordingMode() as mode:
         seen = fastmix.sage_mix(x, saliency=saliency, generator=torch.Generator().manual_seed(1), backend="numba")
     assert any("fastmix.sage_mask_blend" in name for name in mode.ops), mode.ops
     torch.testing.assert_close(seen.images, plain.images, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,8 @@ _OPTS = dict(cache=True, nogil=True, error_model="numpy")
 
 # The body of fastmix's parallel numba sage_shift_scores, compiled serial (prange is then range),
 # so the candidates are scored with its arithmetic; cached under a name of its own.
-_shift_scores = serial_variant(_kernels.sage_shift_scores, "sage_shift_scores_serial", fastmath={"reassoc"})
+_shift_scores = serial_variant(_kernels.sage_shift_scores, "sage_shift_scores_serial", fastmath={"reassoc"},
+                               error_model="numpy")
 floyd = njit(**_OPTS)(floyd_shifts)
 
 

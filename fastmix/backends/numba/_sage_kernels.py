@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._kernels import _cast_like, _row_sum
+from ._kernels import _cast_like, _row_sum, sage_shift_scores
 
 NON_FINITE = 1
 NEGATIVE = 2
@@ -210,40 +210,6 @@ def sage_prep_serial(src, check_negative, perm, mass, weights, unit, g1, g2, fla
         _masses_one(unit, perm, mass, g1, g2, b)
 
 
-# reassoc lets LLVM vectorise the sum of each row (scores agree with the PyTorch path to float
-# rounding, never bit for bit; each term is still evaluated as written). A row (at most W terms,
-# spread over the vector lanes) is summed in the maps' dtype, as torch sums the whole map, and
-# the rows in float64: converting every term to float64 cost 25% of the kernel.
-@njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc"}, error_model="numpy")
-def _candidate_scores(g1, g2, shifts, solo, solo_totals, eps, scores):
-    batch, height, width = g1.shape
-    step = 0 if shifts.shape[0] == 1 else 1
-    candidates = shifts.shape[1]
-    for t in prange(batch * candidates):
-        b = t // candidates
-        k = t % candidates
-        s = b * step
-        dy = shifts[s, k, 0]
-        dx = shifts[s, k, 1]
-        y0 = max(0, dy)
-        y1 = min(height, height + dy)
-        x0 = max(0, dx)
-        x1 = min(width, width + dx)
-        total = solo_totals[b]
-        if x1 > x0:
-            for y in range(y0, y1):
-                own = g1[b, y, x0:x1]
-                other = g2[b, y - dy, x0 - dx:x1 - dx]
-                alone = solo[b, y, x0:x1]
-                acc = eps - eps  # a row in the maps' dtype (no conversion per term), rows in float64
-                for i in range(x1 - x0):
-                    g = own[i]
-                    p = other[i]
-                    acc += (p + (g - p) * g / max(g + p, eps)) - alone[i]
-                total += acc
-        scores[b, k] = total
-
-
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _solo_terms(g1, eps, solo, solo_totals):
     batch, height, width = g1.shape
@@ -288,5 +254,5 @@ def sage_scores_best(g1, g2, shifts, eps, solo, solo_totals, raw, scores, best):
     "solo" term, summed once per sample; each candidate then visits only its overlap rectangle
     and adds (term - solo) there. Rows are summed in the maps' dtype, the rows in float64."""
     _solo_terms(g1, eps, solo, solo_totals)
-    _candidate_scores(g1, g2, shifts, solo, solo_totals, eps, raw)
+    sage_shift_scores(g1, g2, shifts, solo, solo_totals, eps, raw)
     _first_max(raw, scores, best)
