@@ -14,12 +14,14 @@ mixup.py) line for line, because timm does not import beside the CPU-only torch 
     batch cutmix: x[:, :, yl:yh, xl:xh] = x.flip(0)[:, :, yl:yh, xl:xh]
     elem mixup:   x_orig = x.clone(); x[i] = x[i] * lam[i] + x_orig[j] * (1 - lam[i])   (per sample)
     elem cutmix:  x_orig = x.clone(); x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
-They mutate their input (fastmix never does), so they run on the rotating inputs directly; timm's
-Mixup cannot blend uint8 in place (torch refuses a float multiply into a uint8 tensor): n/a.
+They mutate their input (fastmix does only when asked, with `out=images`), so they run on the
+rotating inputs directly; timm's Mixup cannot blend uint8 in place (torch refuses a float multiply
+into a uint8 tensor): n/a.
 fastmix runs its ops (backend="numba") out of place as the operators call them (`ops.call`: the
 dispatcher is skipped for plain CPU tensors that record no gradient), with `out=` into preallocated
 buffers (the loader use), and as the whole operator (`fastmix.mixup` / `cutmix` / `cutout` with the
-same injected parameters: argument checks, label and result bookkeeping included).
+same injected parameters: argument checks, label and result bookkeeping included), and that
+operator in place (`out=x`, the same contract as timm's code: it mutates the rotating inputs too).
 
 First-call compile time: each kernel's first call in a fresh process with an empty
 NUMBA_CACHE_DIR, then the same in a second process that loads the cache.
@@ -144,10 +146,10 @@ def bench_case(shape, dtype, channels_last, per_sample, count, budget_s):
     lam_list = [float(v) for v in lam]
     rows = []
 
-    def row(op, numba_fn, numba_out_fn, torch_fn, peer_fn, floor_bytes, operator_fn=None):
+    def row(op, numba_fn, numba_out_fn, torch_fn, peer_fn, floor_bytes, operator_fn=None, in_place_fn=None):
         timings = interleaved({"clone_ms": lambda x: x.clone(), "numba_ms": numba_fn, "numba_out_ms": numba_out_fn,
-                               "pytorch_ms": torch_fn, "timm_ms": peer_fn, "operator_ms": operator_fn},
-                              sets, budget_s)
+                               "pytorch_ms": torch_fn, "timm_ms": peer_fn, "operator_ms": operator_fn,
+                               "in_place_ms": in_place_fn}, sets, budget_s)
         result = {"size": f"B={batch} {channels}x{height}x{width}", "dtype": str(dtype).replace("torch.", ""),
                   "layout": "channels_last" if channels_last else "NCHW",
                   "params": "per-sample" if per_sample else "per-batch", "op": op,
@@ -170,15 +172,18 @@ def bench_case(shape, dtype, channels_last, per_sample, count, budget_s):
     row("mixup", lambda x: ops.call(ops.mixup_blend, x, mix_perm, lam, None, "numba"),
         lambda x: numba_blend.mixup_blend(x, mix_perm, lam, out=next_out()),
         lambda x: ops.call(ops.mixup_blend, x, mix_perm, lam, None, "pytorch"), timm_mix, 2 * image_bytes,
-        lambda x: fastmix.mixup(x, lam=lam, perm=mix_perm, backend="numba"))
+        lambda x: fastmix.mixup(x, lam=lam, perm=mix_perm, backend="numba"),
+        lambda x: fastmix.mixup(x, lam=lam, perm=mix_perm, backend="numba", out=x))
     row("cutmix / saliencymix paste", lambda x: ops.call(ops.box_paste, x, mix_perm, boxes, None, "numba"),
         lambda x: numba_blend.box_paste(x, mix_perm, boxes, out=next_out()),
         lambda x: ops.call(ops.box_paste, x, mix_perm, boxes, None, "pytorch"), timm_cut, 2 * image_bytes,
-        lambda x: fastmix.cutmix(x, perm=mix_perm, boxes=boxes, backend="numba"))
+        lambda x: fastmix.cutmix(x, perm=mix_perm, boxes=boxes, backend="numba"),
+        lambda x: fastmix.cutmix(x, perm=mix_perm, boxes=boxes, backend="numba", out=x))
     row("cutout", lambda x: ops.call(ops.box_fill, x, boxes, 0.0, None, "numba"),
         lambda x: numba_blend.box_fill(x, boxes, 0.0, out=next_out()),
         lambda x: ops.call(ops.box_fill, x, boxes, 0.0, None, "pytorch"), None, 2 * image_bytes,
-        lambda x: fastmix.cutout(x, boxes=boxes, backend="numba"))
+        lambda x: fastmix.cutout(x, boxes=boxes, backend="numba"),
+        lambda x: fastmix.cutout(x, boxes=boxes, backend="numba", out=x))
     if dtype != torch.uint8:
         g1 = torch.rand(batch, height, width, generator=gen)
         g2 = torch.rand(batch, height, width, generator=gen)
@@ -249,11 +254,14 @@ def write_markdown(path: Path, rows, compile_info, meta):
         "timm = timm's in-place Mixup/CutMix code (batch mode for per-batch rows, elem mode for "
         "per-sample rows), re-implemented line for line because timm does not import with the CPU "
         "torch here; it overwrites its input, fastmix does not (numba out= writes a preallocated buffer). "
-        "vs timm = timm ms / numba ms (> 1: numba faster).",
+        "vs timm = timm ms / numba ms (> 1: numba faster). in place = the operator with `out=x` "
+        "(`fastmix.mixup(x, ..., out=x)` etc.: the numba in-place kernels, which walk perm's cycles and touch "
+        "only what changes), the same contract as timm's code; in place vs timm = timm ms / in place ms.",
         "",
         "| size | dtype | layout | params | op | floor ms | numba ms | x floor | numba out= ms | x floor | "
-        "operator ms | x floor | PyTorch path ms | x floor | timm ms | vs timm | vs timm (medians) |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "operator ms | x floor | PyTorch path ms | x floor | timm ms | vs timm | vs timm (medians) | "
+        "in place ms | x floor | in place vs timm | in place vs timm (medians) |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -262,7 +270,9 @@ def write_markdown(path: Path, rows, compile_info, meta):
             f"{ratio(r['numba_out_min_ms'], r['floor_min_ms'])} | {ms(r['operator_min_ms'])} | "
             f"{ratio(r['operator_min_ms'], r['floor_min_ms'])} | {ms(r['pytorch_min_ms'])} | "
             f"{ratio(r['pytorch_min_ms'], r['floor_min_ms'])} | {ms(r['timm_min_ms'])} | "
-            f"{ratio(r['timm_min_ms'], r['numba_min_ms'])} | {ratio(r['timm_ms'], r['numba_ms'])} |")
+            f"{ratio(r['timm_min_ms'], r['numba_min_ms'])} | {ratio(r['timm_ms'], r['numba_ms'])} | "
+            f"{ms(r['in_place_min_ms'])} | {ratio(r['in_place_min_ms'], r['floor_min_ms'])} | "
+            f"{ratio(r['timm_min_ms'], r['in_place_min_ms'])} | {ratio(r['timm_ms'], r['in_place_ms'])} |")
     if compile_info:
         lines += ["", "## First-call time (numba compile, or cache load)", "",
                   "| kernel | empty cache s | cached s |", "|---|---:|---:|"]

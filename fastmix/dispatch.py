@@ -32,18 +32,28 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def mixup_blend(images, perm, lam, *, out_dtype=None, backend="auto"):
+def mixup_blend(images, perm, lam, *, out_dtype=None, backend="auto", out=None):
+    """`out`: write the mix there (it may be the images: in place; see ops.mixup_blend_into)."""
     device = images.device
-    return ops.call(ops.mixup_blend, images, to_device(perm, device), to_device(lam, device), out_dtype, backend)
+    perm, lam = to_device(perm, device), to_device(lam, device)
+    if out is not None:
+        return ops.mixup_blend_into(out, images, perm, lam, out_dtype, backend)
+    return ops.call(ops.mixup_blend, images, perm, lam, out_dtype, backend)
 
 
-def box_paste(images, perm, boxes, *, out_dtype=None, backend="auto"):
+def box_paste(images, perm, boxes, *, out_dtype=None, backend="auto", out=None):
     device = images.device
-    return ops.call(ops.box_paste, images, to_device(perm, device), to_device(boxes, device), out_dtype, backend)
+    perm, boxes = to_device(perm, device), to_device(boxes, device)
+    if out is not None:
+        return ops.box_paste_into(out, images, perm, boxes, out_dtype, backend)
+    return ops.call(ops.box_paste, images, perm, boxes, out_dtype, backend)
 
 
-def box_fill(images, boxes, value, *, out_dtype=None, backend="auto"):
-    return ops.call(ops.box_fill, images, to_device(boxes, images.device), float(value), out_dtype, backend)
+def box_fill(images, boxes, value, *, out_dtype=None, backend="auto", out=None):
+    boxes = to_device(boxes, images.device)
+    if out is not None:
+        return ops.box_fill_into(out, images, boxes, float(value), out_dtype, backend)
+    return ops.call(ops.box_fill, images, boxes, float(value), out_dtype, backend)
 
 
 def sage_saliency(grad, perm, mass, kernel_size=5, sigma=1.0, *, backend="auto"):

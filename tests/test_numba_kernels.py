@@ -219,16 +219,7 @@ def test_bad_perm_and_out_are_rejected():
         nb.mixup_blend(x, torch.tensor([0, 1, 3]), lam)
     with pytest.raises(IndexError, match="perm"):
         nb.box_paste(x, torch.tensor([0, -1, 2]), torch.zeros(3, 4, dtype=torch.int64))
-    perm = torch.tensor([2, 0, 1])
-    with pytest.raises(ValueError, match="share memory"):
-        nb.mixup_blend(x, perm, lam, out=x)
-    with pytest.raises(ValueError, match="dtype"):
-        nb.mixup_blend(x, perm, lam, out=torch.empty(3, 2, 4, 4, dtype=torch.float64))
-    with pytest.raises(ValueError, match="channels_last"):
-        nb.mixup_blend(x, perm, lam, out=torch.empty(3, 4, 2, 4).transpose(1, 2))
-    # A channels_last out for an NCHW input is allowed: the result takes out's layout.
-    out = torch.empty_like(x, memory_format=torch.channels_last)
-    assert torch.equal(nb.mixup_blend(x, perm, lam, out=out), tb.mixup_blend(x, perm, lam))
+    # out= rules (in place, overlap, layout): tests/test_out_and_in_place.py
 
 
 def test_non_dense_input_layout():
@@ -477,3 +468,13 @@ def test_fastmix_disable_numba_falls_back_to_pytorch(monkeypatch):
         numba_backend.available.cache_clear()
     assert numba_backend.available()
 
+
+
+@pytest.mark.parametrize("lam_value", [-0.5, 1.75, -1e-7])
+def test_uint8_blend_outside_unit_weights_saturates_like_the_pytorch_path(lam_value):
+    """Weights in [0, 1] take the cheaper rounding; others (a backend call may pass any lam) the
+    saturating one: both equal torch's round().clamp(0, 255)."""
+    x = images_of((4, 3, 9, 70), torch.uint8, False, seed=8)
+    perm = torch.tensor([1, 2, 3, 0])
+    lam = torch.tensor([lam_value, 0.25, 1.0, 0.0])
+    assert_identical(nb.mixup_blend(x, perm, lam), tb.mixup_blend(x, perm, lam))

@@ -39,7 +39,8 @@ def _broadcast_box(boxes: torch.Tensor, batch: int, per_sample: bool) -> torch.T
 
 def cutmix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: float = 1.0,
            lam=None, perm=None, boxes=None, per_sample: bool = False,
-           generator: torch.Generator | None = None, backend: str = "auto") -> MixResult:
+           generator: torch.Generator | None = None, backend: str = "auto",
+           out: torch.Tensor | None = None) -> MixResult:
     """Paste a box of the partner into each sample (official CutMix geometry).
 
     lam ~ Beta(alpha, alpha); the box is int(H*sqrt(1-lam)) x int(W*sqrt(1-lam)) around a
@@ -47,6 +48,10 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: f
     is 1 - box area / (H*W). An injected `lam` is a scalar (one box for the batch) or a [B]
     vector (one box per sample, whatever `per_sample` says). Inject `boxes` ([4] or [B, 4],
     (y1, y2, x1, x2)) to skip the draw entirely. Returned boxes: int64 [B, 4] (y1, y2, x1, x2).
+    `out`: a tensor to write the mixed images into (the images' shape, dtype and device) and
+    return as `images`; `out=images` mixes in place (a loader's batch: on the CPU the numba
+    kernels then touch only what changes). `out` must be the images themselves or share no
+    memory with them, and records no gradient.
     """
     check_images(images)
     batch, _, height, width = images.shape
@@ -61,7 +66,7 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: f
         boxes_t = _broadcast_box(params.box_from_lam(lam_t[:rows], height, width, cy, cx), batch, per_sample)
     else:
         boxes_t = check_boxes(boxes, batch, height, width)
-    mixed = dispatch.box_paste(images, perm_t, boxes_t, backend=backend)
+    mixed = dispatch.box_paste(images, perm_t, boxes_t, backend=backend, out=out)
     device = images.device
     return MixResult(images=mixed, lam=to_device(box_area_lam(boxes_t, height, width), device),
                      perm=to_device(perm_t, device), boxes=to_device(boxes_t, device), labels=labels)
@@ -69,13 +74,18 @@ def cutmix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: f
 
 def cutout(images: torch.Tensor, labels: torch.Tensor | None = None, *, length: int | None = None,
            boxes=None, value: float = 0.0, per_sample: bool = True,
-           generator: torch.Generator | None = None, backend: str = "auto") -> MixResult:
+           generator: torch.Generator | None = None, backend: str = "auto",
+           out: torch.Tensor | None = None) -> MixResult:
     """Erase a length x length square (clipped at the borders) around a uniform integer centre.
 
     `length` defaults to half the shorter image side (16 px on CIFAR, the paper's CIFAR-10
     setting). `value` must be finite and exact in the images' dtype (an integer 0..255 for uint8).
     Labels are untouched: lam is 1 and perm is the identity. Returned boxes: int64 [B, 4]
     (y1, y2, x1, x2).
+    `out`: a tensor to write the mixed images into (the images' shape, dtype and device) and
+    return as `images`; `out=images` mixes in place (a loader's batch: on the CPU the numba
+    kernels then touch only what changes). `out` must be the images themselves or share no
+    memory with them, and records no gradient.
     """
     check_images(images)
     batch, _, height, width = images.shape
@@ -93,7 +103,7 @@ def cutout(images: torch.Tensor, labels: torch.Tensor | None = None, *, length: 
         boxes_t = _broadcast_box(boxes_t, batch, per_sample)
     else:
         boxes_t = check_boxes(boxes, batch, height, width)
-    erased = dispatch.box_fill(images, boxes_t, value, backend=backend)
+    erased = dispatch.box_fill(images, boxes_t, value, backend=backend, out=out)
     device = images.device
     return MixResult(images=erased, lam=torch.ones(batch, device=device),
                      perm=torch.arange(batch, device=device), boxes=to_device(boxes_t, device), labels=labels)
@@ -183,7 +193,7 @@ def saliency_peaks(saliency: torch.Tensor):
 def saliencymix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alpha: float = 1.0,
                 lam=None, perm=None, saliency: torch.Tensor | None = None, per_sample: bool = False,
                 value_range=(0.0, 1.0), mean=None, std=None, generator: torch.Generator | None = None,
-                backend: str = "auto") -> MixResult:
+                backend: str = "auto", out: torch.Tensor | None = None) -> MixResult:
     """Paste the partner's most salient box at the same location (SaliencyMix).
 
     The box (CutMix size from lam ~ Beta(alpha, alpha)) is centred on the peak of the partner's
@@ -197,6 +207,10 @@ def saliencymix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alp
     min..max). Images normalised with mean/std: pass `mean=` and `std=` and the operator undoes
     the normalisation, giving exactly the boxes of the un-normalised images. Images outside
     value_range raise a ValueError (on CUDA: a device-side assert), they are never clipped.
+    `out`: a tensor to write the mixed images into (the images' shape, dtype and device) and
+    return as `images`; `out=images` mixes in place (a loader's batch; the saliency is computed
+    first, and on the CPU the numba kernels then touch only what changes). `out` must be the
+    images themselves or share no memory with them, and records no gradient.
     """
     check_images(images)
     batch, _, height, width = images.shape
@@ -219,7 +233,7 @@ def saliencymix(images: torch.Tensor, labels: torch.Tensor | None = None, *, alp
     rows = batch if per_sample else 1
     lam_rows = to_device(lam_t[:rows], peak_r.device)
     boxes_t = _broadcast_box(params.box_from_lam(lam_rows, height, width, peak_r, peak_c), batch, per_sample)
-    mixed = dispatch.box_paste(images, perm_t, boxes_t, backend=backend)
+    mixed = dispatch.box_paste(images, perm_t, boxes_t, backend=backend, out=out)
     device = images.device
     return MixResult(images=mixed, lam=to_device(box_area_lam(boxes_t, height, width), device),
                      perm=to_device(perm_t, device), boxes=to_device(boxes_t, device), labels=labels,

@@ -19,10 +19,13 @@ opaque to torch.compile, which traces them through their fake kernels without a 
 `call(op, *args)` runs an op's implementation without the dispatcher when nothing needs it
 (plain CPU tensors, no gradient to record, no compile, mode or functorch transform): the
 operators go through it, so a CIFAR-sized CPU blend does not pay the dispatcher's ~0.1 ms.
+`mixup_blend_into(out, ...)`, `box_paste_into` and `box_fill_into` write the same mixes into a
+given tensor, which may be the images themselves (in place; no gradient recorded): the
+operators' `out=`.
 """
 from ._backend import BACKENDS, call, resolve, runs_directly
-from .blend import box_fill, box_paste, mixup_blend
+from .blend import box_fill, box_fill_into, box_paste, box_paste_into, mixup_blend, mixup_blend_into
 from .sage import sage_mask_blend, sage_saliency, sage_scores
 
 __all__ = ["BACKENDS", "call", "resolve", "runs_directly", "mixup_blend", "box_paste", "box_fill", "sage_saliency",
-           "sage_scores", "sage_mask_blend"]
+           "sage_scores", "sage_mask_blend", "mixup_blend_into", "box_paste_into", "box_fill_into"]

@@ -10,10 +10,10 @@ from typing import Optional
 
 import torch
 
-from .._checks import check_fill_value
+from .._checks import check_fill_value, check_out
 from ..backends.pytorch import blend as torch_blend
-from ._backend import (INDICES, check_images, check_perm_meta, check_tensor, custom_op, output_dtype, perm_on_device,
-                       perm_to, resolve)
+from ._backend import (INDICES, call, check_images, check_perm_meta, check_tensor, custom_op, output_dtype,
+                       perm_on_device, perm_to, resolve, runs_directly)
 
 
 def _check_mix(images, perm, out_dtype):
@@ -147,3 +147,44 @@ def _fill_backward(ctx, grad):
 
 
 box_fill.register_autograd(_fill_backward, setup_context=_save_fill)
+
+
+# Writing into a given tensor (the operators' `out=`). Not custom ops: a mix into `out`, possibly
+# the images themselves, records no gradient and is not traced; the ops above are.
+def _write(out, images, out_dtype, backend, numba_kernel: str, params: tuple, op, op_args: tuple):
+    """Check `out` (fastmix._checks.check_out: the images themselves or disjoint from them),
+    then let the numba kernels write into it (plain CPU tensors; in place they walk perm's
+    cycles and touch only the elements that change) or compute the mix with `op` and copy it
+    in (safe in place too: the result exists before `out` is written)."""
+    dtype = output_dtype(images, out_dtype)
+    check_out(out, images, dtype)
+    tensors = [images, out] + [p for p in params if isinstance(p, torch.Tensor)]
+    if resolve(backend, images, (images.dtype, dtype)) == "numba" and runs_directly(tensors):
+        from ..backends.numba import blend as numba_blend
+        return getattr(numba_blend, numba_kernel)(images, *params, dtype, out=out)
+    return out.copy_(call(op, images, *op_args, out_dtype, backend))
+
+
+def mixup_blend_into(out: torch.Tensor, images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
+                     out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> torch.Tensor:
+    """mixup_blend written into `out` (which may be `images`: in place); returns `out`."""
+    _check_mix(images, perm, out_dtype)
+    check_tensor(lam, "lam", (images.shape[0],), (torch.float32, torch.float64), images.device)
+    return _write(out, images, out_dtype, backend, "mixup_blend", (perm, lam), mixup_blend, (perm, lam))
+
+
+def box_paste_into(out: torch.Tensor, images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor,
+                   out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> torch.Tensor:
+    """box_paste written into `out` (which may be `images`: in place); returns `out`."""
+    _check_mix(images, perm, out_dtype)
+    _check_boxes(images, boxes)
+    return _write(out, images, out_dtype, backend, "box_paste", (perm, boxes), box_paste, (perm, boxes))
+
+
+def box_fill_into(out: torch.Tensor, images: torch.Tensor, boxes: torch.Tensor, value: float,
+                  out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> torch.Tensor:
+    """box_fill written into `out` (which may be `images`: in place); returns `out`."""
+    check_images(images, allow_uint8=True)
+    _check_boxes(images, boxes)
+    check_fill_value(value, output_dtype(images, out_dtype))
+    return _write(out, images, out_dtype, backend, "box_fill", (boxes, value), box_fill, (boxes, value))

@@ -4,8 +4,12 @@ Each function allocates its output like the PyTorch path does (the images' memor
 requested dtype), views input and output as NumPy arrays without copying (NCHW as is,
 channels_last through its NHWC permutation; other layouts are made contiguous first) and runs
 one fused pass. `out=` writes into a preallocated tensor instead (a loader's pinned buffer):
-it must have the output's shape and dtype, be NCHW or channels_last, and share no memory with
-any input (checked; an in-place mix would read partners it has already overwritten). Results are bit-identical to the PyTorch path (the mask-mean lam of SAGE agrees
+it must have the output's shape and dtype, be NCHW or channels_last, and either share no memory
+with the images or be the images themselves (checked). `out=images` mixes in place: Mixup and
+the box paste walk perm's cycles, so each sample is blended or pasted from its partner before
+the partner changes, with one saved chunk (or box) per cycle; the paste and fill then touch box
+elements only. A perm that is not a permutation (repeated partners) is mixed out of place and
+copied into the images. Results are bit-identical to the PyTorch path (the mask-mean lam of SAGE agrees
 to float rounding: it is summed in float64 by rows).
 """
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..._checks import check_out
 from . import _kernels
 from ._runtime import kernel_call
 
@@ -49,19 +54,19 @@ def _check_perm(perm: torch.Tensor, batch: int) -> np.ndarray:
     return values
 
 
-def _check_out(out: torch.Tensor, images: torch.Tensor, dtype: torch.dtype) -> None:
-    """`out=` rules: shape of the images, the op's output dtype, on the CPU, dense NCHW or
-    channels_last, and no memory shared with any input: the kernels read partners (another
-    sample, or a shifted pixel) that an in-place write would already have overwritten."""
-    if out.shape != images.shape or out.dtype != dtype or out.device.type != "cpu":
-        raise ValueError(f"out must be a CPU tensor of shape {tuple(images.shape)} and dtype {dtype}, got "
-                         f"{tuple(out.shape)} {out.dtype} on {out.device}")
+def _check_out(out: torch.Tensor, images: torch.Tensor, dtype: torch.dtype) -> bool:
+    """`out=` rules (fastmix._checks.check_out: True for an in-place mix), and a layout the
+    kernels write: dense NCHW or channels_last on the CPU."""
+    in_place = check_out(out, images, dtype)
+    if out.device.type != "cpu":
+        raise ValueError(f"out must be a CPU tensor, got one on {out.device}")
     if not (out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)):
         raise ValueError("out must be contiguous (NCHW) or channels_last")
-    if out.requires_grad:
-        raise ValueError("out must not require grad")
-    if out.numel() and out.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
-        raise ValueError("out must not share memory with the images (the kernels are out-of-place)")
+    return in_place
+
+
+def _in_place(out: torch.Tensor | None, images: torch.Tensor, dtype: torch.dtype) -> bool:
+    return out is not None and _check_out(out, images, dtype)
 
 
 def _like(images: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None):
@@ -71,8 +76,8 @@ def _like(images: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = N
         out = torch.empty_like(images, dtype=dtype)
         if not (out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)):
             out = torch.empty(images.shape, dtype=dtype)
-    else:
-        _check_out(out, images, dtype)
+    elif _check_out(out, images, dtype):  # the blends with an in-place kernel never get here
+        raise ValueError("this op does not mix in place: out must share no memory with the images")
     if out.is_contiguous():
         return images.detach().contiguous(), out, False
     return images.detach().contiguous(memory_format=torch.channels_last), out, True
@@ -97,12 +102,22 @@ def mixup_blend(images: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor,
                 out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """lam[i] * x[i] + (1 - lam[i]) * x[perm[i]] in out_dtype (uint8 in, float out allowed)."""
     out_dtype = images.dtype if out_dtype is None else out_dtype
-    x, out, _ = _like(images, out_dtype, out)
+    in_place = _in_place(out, images, out_dtype)
     perm_np = _check_perm(perm, images.shape[0])
+    if in_place:
+        order, starts = _kernels.walk_cycles(perm_np)
+        if not starts.size:  # not a permutation: a repeated partner would be read after it changed
+            return out.copy_(mixup_blend(images, perm, lam, out_dtype))
     # NumPy on B values (a few us where torch ops cost several times that); 1 - w is rounded in
     # the compute dtype, as the PyTorch path rounds it.
     weight = lam.detach().numpy().astype(np.float64 if out_dtype == torch.float64 else np.float32)
     other = weight.dtype.type(1.0) - weight
+    if in_place:
+        if out.numel():
+            with kernel_call():
+                _kernels.mixup_inplace(_flat(out), perm_np, order, starts, weight, other)
+        return out
+    x, out, _ = _like(images, out_dtype, out)
     if out.numel():
         args = (_flat(x), perm_np, _kernels.partner_walk(perm_np), weight, other, _flat(out))
         _launch(_kernels.mixup, _kernels.mixup_serial, out.numel(), args)
@@ -113,8 +128,19 @@ def box_paste(images: torch.Tensor, perm: torch.Tensor, boxes: torch.Tensor,
               out_dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Inside sample i's half-open box (y1, y2, x1, x2) the pixels of sample perm[i]."""
     out_dtype = images.dtype if out_dtype is None else out_dtype
-    x, out, channels_last = _like(images, out_dtype, out)
+    in_place = _in_place(out, images, out_dtype)
     perm_np = _check_perm(perm, images.shape[0])
+    if in_place:
+        order, starts = _kernels.walk_cycles(perm_np)
+        if not starts.size:  # not a permutation: a repeated partner would be read after it changed
+            return out.copy_(box_paste(images, perm, boxes, out_dtype))
+        if out.numel():
+            channels_last = not out.is_contiguous()
+            with kernel_call():
+                _kernels.box_paste_inplace(_rows(out, channels_last), perm_np, order, starts, boxes.contiguous().numpy(),
+                                           images.shape[2], images.shape[1] if channels_last else 1)
+        return out
+    x, out, channels_last = _like(images, out_dtype, out)
     if out.numel():
         args = (_rows(x, channels_last), perm_np, _kernels.partner_walk(perm_np), boxes.contiguous().numpy(),
                 images.shape[2], images.shape[1] if channels_last else 1, _rows(out, channels_last))
@@ -126,8 +152,15 @@ def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float, out_dtype:
              out: torch.Tensor | None = None) -> torch.Tensor:
     """Inside sample i's half-open box `value` (converted to out_dtype as torch.tensor does)."""
     out_dtype = images.dtype if out_dtype is None else out_dtype
-    x, out, channels_last = _like(images, out_dtype, out)
     fill = torch.full((1,), value, dtype=out_dtype).numpy()  # converted as the PyTorch path converts it
+    if _in_place(out, images, out_dtype):
+        if out.numel():
+            channels_last = not out.is_contiguous()
+            with kernel_call():
+                _kernels.box_fill_inplace(_rows(out, channels_last), boxes.contiguous().numpy(), fill, images.shape[2],
+                                          images.shape[1] if channels_last else 1)
+        return out
+    x, out, channels_last = _like(images, out_dtype, out)
     if out.numel():
         args = (_rows(x, channels_last), boxes.contiguous().numpy(), fill, images.shape[2],
                 images.shape[1] if channels_last else 1, _rows(out, channels_last))

@@ -45,9 +45,10 @@ import operator
 import numpy as np
 import torch
 from numba import carray, njit, prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._kernels import memcpy
+from ._kernels import round_u8_nonneg
 from ._runtime import kernel_call
 
 _OPTS = dict(cache=True, nogil=True)
@@ -73,31 +74,6 @@ def _u8_pointer(typingctx, address):
     return signature, codegen
 
 
-@intrinsic
-def _memcpy(typingctx, dst, src, count):
-    """memcpy(dst, src, count) on integer addresses (LLVM's memcpy intrinsic: libc's memcpy)."""
-    if not all(isinstance(arg, types.Integer) for arg in (dst, src, count)):
-        return None
-    signature = types.void(types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, sig, args):
-        target, source = (builder.inttoptr(arg, cgutils.voidptr_t) for arg in args[:2])
-        cgutils.raw_memcpy(builder, target, source, args[2], 1)
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _round_u8(value):
-    """np.rint, saturated to [0, 255], as uint8 (value float32, >= 0: a blend of uint8 values
-    with weights in [0, 1], which collate_mix checks). The saturation is done on the integer
-    (exact: rint's result is an integer) as an unsigned minimum, which compiles to one
-    saturating pack (vpmovusdb) and vectorises better than float compares."""
-    rounded = np.uint32(np.int32(np.rint(value)))
-    return np.uint8(min(rounded, np.uint32(255)))
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _unit(row, mode, size):
     if mode == BATCH:
@@ -115,7 +91,7 @@ def _blend(dst, own, other, a, c, count):
     src = carray(_u8_pointer(own), count)
     mate = carray(_u8_pointer(other), count)
     for k in range(count):
-        out[k] = _round_u8(a * src[k] + c * mate[k])
+        out[k] = round_u8_nonneg(a * src[k] + c * mate[k])
 
 
 @njit(cache=True, nogil=True)
@@ -131,8 +107,8 @@ def _blend_pair(dst, dst2, own, other, a, c, a2, c2, count):
     for k in range(count):
         x = np.float32(src[k])
         y = np.float32(mate[k])
-        out[k] = _round_u8(a * x + c * y)
-        out2[k] = _round_u8(a2 * y + c2 * x)
+        out[k] = round_u8_nonneg(a * x + c * y)
+        out2[k] = round_u8_nonneg(a2 * y + c2 * x)
 
 
 @njit(cache=True, nogil=True)
@@ -147,7 +123,7 @@ def _write(dst, own, other, kind, a, c, boxes, unit, first, last, height, width)
         return
     y1, y2, x1, x2 = boxes[unit, 0], boxes[unit, 1], boxes[unit, 2], boxes[unit, 3]
     if kind == COPY or y1 >= y2 or x1 >= x2:
-        _memcpy(dst + start, own + start, stop - start)
+        memcpy(dst + start, own + start, stop - start)
         return
     # Lines outside the box are copied in runs (one long copy from the end of one box to the
     # start of the next, across channels), box lines in three pieces.
@@ -156,10 +132,10 @@ def _write(dst, own, other, kind, a, c, boxes, unit, first, last, height, width)
         y = line % height
         if y1 <= y < y2:
             base = line * width
-            _memcpy(dst + run, own + run, base + x1 - run)
-            _memcpy(dst + base + x1, other + base + x1, x2 - x1)
+            memcpy(dst + run, own + run, base + x1 - run)
+            memcpy(dst + base + x1, other + base + x1, x2 - x1)
             run = base + x2
-    _memcpy(dst + run, own + run, stop - run)
+    memcpy(dst + run, own + run, stop - run)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -6,7 +6,10 @@ rounded half-to-even and saturated.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ..._checks import host_view
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -85,6 +88,11 @@ def box_fill(images: torch.Tensor, boxes: torch.Tensor, value: float) -> torch.T
 
 
 def box_area_lam(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """float32 [B]: the fraction of each image outside its box (the weight of its own label)."""
-    area = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
+    """float32 [B]: the fraction of each image outside its box (the weight of its own label),
+    computed in float64 (on CPU boxes in NumPy, see fastmix._checks.host_view: the same IEEE
+    operations)."""
+    values = host_view(boxes)
+    area = (values[:, 1] - values[:, 0]) * (values[:, 3] - values[:, 2])
+    if isinstance(values, np.ndarray):
+        return torch.from_numpy((1.0 - area / (height * width)).astype(np.float32))
     return (1.0 - area.double() / (height * width)).float()
