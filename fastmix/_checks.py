@@ -63,6 +63,15 @@ def host_view(t: torch.Tensor):
     return t
 
 
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def indices_in_range(values: np.ndarray, high: int) -> bool:
+    """Every element of an integer array in [0, high), from one unsigned maximum (a negative
+    index reads as a huge unsigned one): one NumPy reduction where min and max take two."""
+    return values.size == 0 or int(values.view(_UNSIGNED[values.itemsize]).max()) < high
+
+
 def require(condition, message: str, error: type = ValueError) -> None:
     """Raise `error(message)` unless every element of the bool tensor (or NumPy array, see
     host_view) `condition` is true.
@@ -95,7 +104,11 @@ def check_perm(perm: torch.Tensor, batch: int) -> torch.Tensor:
     if perm.shape != (batch,):
         raise ValueError(f"perm must have shape [{batch}] (one partner per sample), got {tuple(perm.shape)}")
     values = host_view(perm)
-    require((values >= 0) & (values < batch), f"perm holds indices outside [0, {batch})")
+    if isinstance(values, np.ndarray):
+        if not indices_in_range(values, batch):
+            raise ValueError(f"perm holds indices outside [0, {batch})")
+    else:
+        require((values >= 0) & (values < batch), f"perm holds indices outside [0, {batch})")
     return perm.long()
 
 
@@ -112,6 +125,14 @@ def check_lam(lam, batch: int, *, name: str = "lam") -> torch.Tensor:
     return lam_t
 
 
+def _boxes_fit(values: np.ndarray, height: int, width: int) -> bool:
+    """int64 [B, 4] (y1, y2, x1, x2) rows with 0 <= y1 <= y2 <= height and 0 <= x1 <= x2 <= width,
+    compared as unsigned (a negative coordinate reads as a huge one)."""
+    unsigned = values.view(np.uint64)
+    return bool((unsigned[:, 0::2] <= unsigned[:, 1::2]).all() and (unsigned[:, 1] <= height).all()
+                and (unsigned[:, 3] <= width).all())
+
+
 def check_boxes(boxes: torch.Tensor, batch: int, height: int, width: int) -> torch.Tensor:
     """Boxes are int64 [B, 4] rows of (y1, y2, x1, x2), half-open, inside the image."""
     boxes = torch.as_tensor(boxes)
@@ -123,6 +144,8 @@ def check_boxes(boxes: torch.Tensor, batch: int, height: int, width: int) -> tor
         raise ValueError(f"boxes must have shape [4] or [{batch}, 4] as (y1, y2, x1, x2), got {tuple(boxes.shape)}")
     boxes = boxes.long().contiguous()
     values = host_view(boxes)
+    if isinstance(values, np.ndarray) and _boxes_fit(values, height, width):
+        return boxes  # the common case in a few NumPy ops; the messages below say what is wrong
     y1, y2, x1, x2 = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
     require((y1 >= 0) & (x1 >= 0) & (y2 <= height) & (x2 <= width),
             f"boxes must lie inside the {height}x{width} image")

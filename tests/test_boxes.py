@@ -156,3 +156,28 @@ def test_shared_box_fast_path_equals_the_masked_path(dtype, memory_format):
         assert out.dtype == dtype and out.stride() == x.stride()
         assert out.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
     assert torch.equal(x, before)
+
+
+def test_check_boxes_and_perm_fast_paths_agree_with_the_rules():
+    """The NumPy fast paths of check_boxes / check_perm (unsigned comparisons on CPU tensors)
+    accept exactly what the elementwise rules accept, negative and misordered values included."""
+    from fastmix._checks import check_boxes, check_perm
+
+    gen = torch.Generator().manual_seed(0)
+    height, width = 7, 9
+    for _ in range(400):
+        boxes = torch.randint(-3, 12, (3, 4), generator=gen)
+        y1, y2, x1, x2 = boxes.unbind(1)
+        valid = bool(((y1 >= 0) & (x1 >= 0) & (y2 <= height) & (x2 <= width) & (y2 >= y1) & (x2 >= x1)).all())
+        if valid:
+            assert torch.equal(check_boxes(boxes, 3, height, width), boxes)
+        else:
+            with pytest.raises(ValueError, match="boxes must"):
+                check_boxes(boxes, 3, height, width)
+        perm = torch.randint(-2, 5, (3,), generator=gen)
+        for dtype in (torch.int64, torch.int32):
+            if bool(((perm >= 0) & (perm < 3)).all()):
+                check_perm(perm.to(dtype), 3)
+            else:
+                with pytest.raises(ValueError, match="perm holds indices"):
+                    check_perm(perm.to(dtype), 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import indices_in_range
 from ..backends import numba as numba_backend
 from ..backends import triton as triton_backend
 
@@ -108,8 +109,8 @@ def perm_on_device(perm: torch.Tensor, batch: int, device: torch.device) -> torc
     kernels clamp partner indices into the batch, so nothing is ever read outside the images."""
     if perm.device.type == "cpu":
         if perm.numel():
-            values = perm.detach().numpy()  # NumPy's min/max: a few us, where four torch ops cost ~20
-            if values.min() < 0 or values.max() >= batch:
+            values = perm.detach().numpy()  # NumPy: about 1 us, where four torch ops cost ~20
+            if not indices_in_range(values, batch):
                 bad = values[(values < 0) | (values >= batch)][:5].tolist()
                 raise ValueError(f"perm holds indices outside [0, {batch}): {bad}")
         return perm_to(perm, device)

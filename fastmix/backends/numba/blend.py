@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..._checks import check_out
+from ..._checks import check_out, indices_in_range
 from . import _kernels
 from ._runtime import kernel_call
 
@@ -49,7 +49,7 @@ def _launch(parallel_kernel, serial_kernel, elements: int, args: tuple) -> None:
 def _check_perm(perm: torch.Tensor, batch: int) -> np.ndarray:
     """The kernels index without bounds checks: an index outside [0, B) must never reach them."""
     values = perm.detach().contiguous().numpy()
-    if values.size and (values.min() < 0 or values.max() >= batch):
+    if not indices_in_range(values, batch):
         raise IndexError(f"perm must hold indices in [0, {batch}), got values in [{values.min()}, {values.max()}]")
     return values
 
