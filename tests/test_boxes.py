@@ -166,7 +166,13 @@ def test_check_boxes_and_perm_fast_paths_agree_with_the_rules():
     gen = torch.Generator().manual_seed(0)
     height, width = 7, 9
     for _ in range(400):
-        boxes = torch.randint(-3, 12, (3, 4), generator=gen)
+        # Valid boxes, then one coordinate nudged across (or along) a limit.
+        y = torch.sort(torch.randint(0, height + 1, (3, 2), generator=gen), dim=1).values
+        x = torch.sort(torch.randint(0, width + 1, (3, 2), generator=gen), dim=1).values
+        boxes = torch.stack([y[:, 0], y[:, 1], x[:, 0], x[:, 1]], dim=1)
+        row = int(torch.randint(0, 3, (1,), generator=gen))
+        col = int(torch.randint(0, 4, (1,), generator=gen))
+        boxes[row, col] += int(torch.randint(-3, 4, (1,), generator=gen))
         y1, y2, x1, x2 = boxes.unbind(1)
         valid = bool(((y1 >= 0) & (x1 >= 0) & (y2 <= height) & (x2 <= width) & (y2 >= y1) & (x2 >= x1)).all())
         if valid:
