@@ -187,3 +187,37 @@ def test_numba_out_layout_rules():
     g = torch.rand(3, 4, 4)
     with pytest.raises(ValueError, match="does not mix in place"):
         nb.sage_mask_blend(x, perm, g, g, torch.zeros(3, 2, dtype=torch.int64), out=x)
+
+
+@pytest.mark.parametrize("backend", ["pytorch", pytest.param("numba", marks=needs_numba)])
+def test_strided_out_and_strided_images_in_place(backend):
+    """An `out` the kernels cannot write directly (a strided view), and strided images mixed in
+    place, get the computed mix copied in on every backend rather than an error."""
+    base = images_of((4, 3, 10, 12), torch.uint8, False, seed=9)
+    perm = torch.tensor([1, 2, 3, 0])
+    expected = fastmix.cutmix(base[:, :, ::2, ::2], lam=0.5, perm=perm, backend="pytorch",
+                              generator=torch.Generator().manual_seed(1)).images
+    buffer = torch.full((4, 3, 10, 12), 255, dtype=torch.uint8)[:, :, ::2, ::2]
+    into = fastmix.cutmix(base[:, :, ::2, ::2], lam=0.5, perm=perm, backend=backend, out=buffer,
+                          generator=torch.Generator().manual_seed(1))
+    assert into.images is buffer and torch.equal(buffer, expected)
+    strided = base.clone()[:, :, ::2, ::2]
+    in_place = fastmix.cutmix(strided, lam=0.5, perm=perm, backend=backend, out=strided,
+                              generator=torch.Generator().manual_seed(1))
+    assert in_place.images is strided and torch.equal(strided, expected)
+
+
+@needs_numba
+@pytest.mark.parametrize("perm", [[1, 2, 3, 0], [1, 1, 0, 2]], ids=["permutation", "repeats"])
+def test_numba_in_place_int32_perm(perm):
+    from fastmix.backends.numba import blend as nb
+
+    x = images_of((4, 3, 6, 7), torch.uint8, False, seed=4)
+    perm = torch.tensor(perm, dtype=torch.int32)
+    lam = torch.rand(4, generator=torch.Generator().manual_seed(2))
+    boxes = torch.tensor([[1, 5, 2, 6]] * 4)
+    for run, expected in ((lambda t: nb.mixup_blend(t, perm, lam, out=t), tb.mixup_blend(x, perm.long(), lam)),
+                          (lambda t: nb.box_paste(t, perm, boxes, out=t), tb.box_paste(x, perm.long(), boxes))):
+        batch_copy = x.clone()
+        run(batch_copy)
+        assert torch.equal(batch_copy, expected)

@@ -159,7 +159,10 @@ def _write(out, images, out_dtype, backend, numba_kernel: str, params: tuple, op
     dtype = output_dtype(images, out_dtype)
     check_out(out, images, dtype)
     tensors = [images, out] + [p for p in params if isinstance(p, torch.Tensor)]
-    if resolve(backend, images, (images.dtype, dtype)) == "numba" and runs_directly(tensors):
+    # The kernels write dense NCHW or channels_last tensors; any other `out` (a strided view, or
+    # the images themselves when they are one) gets the computed mix copied in.
+    dense = out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)
+    if dense and resolve(backend, images, (images.dtype, dtype)) == "numba" and runs_directly(tensors):
         from ..backends.numba import blend as numba_blend
         return getattr(numba_blend, numba_kernel)(images, *params, dtype, out=out)
     return out.copy_(call(op, images, *op_args, out_dtype, backend))

@@ -328,7 +328,7 @@ def walk_cycles(perm):
     for b in range(batch):
         hits[perm[b]] += 1
         if hits[perm[b]] > 1:
-            return perm.copy(), np.empty(0, np.int64)
+            return np.empty(0, np.int64), np.empty(0, np.int64)
     order = partner_walk(perm)
     starts = np.empty(batch + 1, np.int64)
     count = 0
